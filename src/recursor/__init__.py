@@ -1,0 +1,3 @@
+from recursor.errors import RecursorError
+
+__all__ = ["RecursorError"]

@@ -1,0 +1,139 @@
+"""Every error recursor raises, under one root.
+
+    RecursorError
+    ├── ConfigurationError        bad arguments, unknown model or environment
+    ├── ContextError              a context that cannot be loaded or shipped to a REPL
+    ├── LimitExceeded             a budget ran out (``.limit`` names it)
+    │   ├── IterationLimitExceeded    max_iterations, and no final answer after the last call
+    │   ├── DepthLimitExceeded        a sub-call asked for a depth past max_depth
+    │   ├── SubcallLimitExceeded      max_subcalls
+    │   ├── TokenLimitExceeded        max_tokens (input + output, whole tree)
+    │   ├── CostLimitExceeded         max_cost_usd (whole tree, priced calls only)
+    │   ├── RunTimeout                timeout_s (whole run, wall clock)
+    │   └── CellTimeout               cell_timeout_s (one cell)
+    ├── SandboxError              the REPL could not be started or talked to
+    │   ├── WorkerCrashed             the worker process died
+    │   └── ProtocolError             a malformed frame on the worker channel
+    ├── SubcallError              a sub-call failed (raised inside model code, or for a child run)
+    ├── LMError                   a model call failed, mapped at the provider boundary
+    │   ├── AuthenticationError
+    │   ├── RateLimitError            (``.retry_after`` seconds when the server said)
+    │   ├── LMTimeoutError
+    │   ├── LMConnectionError         server unreachable
+    │   ├── ContextWindowExceeded     the prompt does not fit the model's window
+    │   └── BadResponseError          the server answered something we cannot use
+    └── ScriptExhausted           a ScriptedLM ran out of replies (a test bug: it always propagates)
+
+Budget errors are typed so callers can ``except LimitExceeded`` and never need to
+match on message strings (pydantic-ai's ``UsageLimitExceeded`` is the model).
+"""
+
+from __future__ import annotations
+
+
+class RecursorError(Exception):
+    """Root of every error raised by recursor."""
+
+
+class ConfigurationError(RecursorError):
+    """An argument, model name or environment name that cannot work."""
+
+
+class ContextError(RecursorError):
+    """A context that cannot be loaded, decoded or shipped to the REPL."""
+
+
+class LimitExceeded(RecursorError):
+    """A budget of :class:`recursor.Limits` ran out."""
+
+    limit: str = "limit"
+    #: the value of ``RLMResult.stop_reason`` a run that hits this limit ends with
+    stop_reason: str = "budget"
+
+    def __init__(self, message: str, *, limit: str | None = None) -> None:
+        super().__init__(message)
+        if limit is not None:
+            self.limit = limit
+
+
+class IterationLimitExceeded(LimitExceeded):
+    limit = "max_iterations"
+    stop_reason = "max_iterations"
+
+
+class DepthLimitExceeded(LimitExceeded):
+    limit = "max_depth"
+
+
+class SubcallLimitExceeded(LimitExceeded):
+    limit = "max_subcalls"
+
+
+class TokenLimitExceeded(LimitExceeded):
+    limit = "max_tokens"
+
+
+class CostLimitExceeded(LimitExceeded):
+    limit = "max_cost_usd"
+
+
+class RunTimeout(LimitExceeded):
+    limit = "timeout_s"
+    stop_reason = "timeout"
+
+
+class CellTimeout(LimitExceeded):
+    limit = "cell_timeout_s"
+    stop_reason = "timeout"
+
+
+class SandboxError(RecursorError):
+    """The REPL could not be started, or its channel broke."""
+
+
+class WorkerCrashed(SandboxError):
+    """The worker process died (signal, rlimit, or os._exit in model code)."""
+
+
+class ProtocolError(SandboxError):
+    """A frame on the worker channel was malformed or unexpected."""
+
+
+class SubcallError(RecursorError):
+    """A sub-call (llm_query, rlm_query, a child run) failed."""
+
+
+class LMError(RecursorError):
+    """A model call failed. Backends map provider errors onto the subclasses."""
+
+
+class AuthenticationError(LMError):
+    """Missing or rejected credentials."""
+
+
+class RateLimitError(LMError):
+    """The provider rate-limited us (HTTP 429)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class LMTimeoutError(LMError):
+    """The provider did not answer in time."""
+
+
+class LMConnectionError(LMError):
+    """The provider could not be reached."""
+
+
+class ContextWindowExceeded(LMError):
+    """The prompt does not fit the model's context window."""
+
+
+class BadResponseError(LMError):
+    """The provider answered with something unusable (5xx, malformed body, empty choice)."""
+
+
+class ScriptExhausted(RecursorError, AssertionError):
+    """A :class:`recursor.testing.ScriptedLM` was asked for more replies than it holds."""
