@@ -2,6 +2,8 @@
 
     RecursorError
     ├── ConfigurationError        bad arguments, unknown model or environment
+    │   ├── ModelNotInstalled         an embedded model's part packages are missing
+    │   └── ModelIntegrityError       an embedded model file has the wrong size or sha256
     ├── ContextError              a context that cannot be loaded or shipped to a REPL
     ├── LimitExceeded             a budget ran out (``.limit`` names it)
     │   ├── IterationLimitExceeded    max_iterations, and no final answer after the last call
@@ -137,3 +139,11 @@ class BadResponseError(LMError):
 
 class ScriptExhausted(RecursorError, AssertionError):
     """A :class:`recursor.testing.ScriptedLM` was asked for more replies than it holds."""
+
+
+class ModelNotInstalled(ConfigurationError):
+    """The packages that carry an embedded model (``recursor[local]``) are not installed."""
+
+
+class ModelIntegrityError(ConfigurationError):
+    """An embedded model file does not have the pinned size or sha256 (never loaded then)."""

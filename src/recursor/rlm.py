@@ -1,0 +1,362 @@
+"""The public front: :class:`RLM`, its result, and the two thin drivers of the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+from recursor import prompts
+from recursor.broker import Broker, BrokerScope
+from recursor.context import Context, ContextInput
+from recursor.engine import Action, CallModel, Engine, Outcome, ReadVar, RunCell
+from recursor.errors import (
+    ConfigurationError,
+    IterationLimitExceeded,
+    LMError,
+    RecursorError,
+    RunTimeout,
+    ScriptExhausted,
+)
+from recursor.lm.base import LM, Completion
+from recursor.lm.registry import DEFAULT_MODEL, resolve_lm
+from recursor.limits import Ledger, Limits
+from recursor.sandbox import Environment, Session, SessionSpec, resolve_environment
+from recursor.trace import RunFinished, RunStarted, Sink, Trace
+from recursor.usage import UsageReport
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class RLMResult:
+    """What ``completion`` returns. ``answer`` is None when the run did not finish by the protocol."""
+
+    answer: str | None
+    stop_reason: str  # "final" | "max_iterations" | "budget" | "timeout" | "error"
+    iterations: int
+    usage: UsageReport
+    trace: Trace
+    elapsed_s: float
+    run_id: str
+    error: RecursorError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.stop_reason == "final"
+
+
+class RLM:
+    """A Recursive Language Model: ``completion(query, context)`` like one LM call.
+
+    ``max_depth``: 0 is REPL only; 1 adds ``llm_query`` on ``sub``; >= 2 makes ``rlm_query``
+    spawn child RLMs (on the model for their depth: ``models_by_depth`` or ``sub``).
+    """
+
+    def __init__(
+        self,
+        root: LM | str | None = None,
+        sub: LM | str | None = None,
+        *,
+        max_depth: int = 1,
+        environment: str | Environment = "subprocess",
+        limits: Limits | None = None,
+        models_by_depth: dict[int, LM | str] | None = None,
+        models: dict[str, LM | str] | None = None,
+        max_concurrency: int = 16,
+        raise_errors: bool = False,
+        sinks: list[Sink] | None = None,
+    ) -> None:
+        if max_depth < 0:
+            raise ConfigurationError("max_depth must be >= 0")
+        if max_concurrency < 1:
+            raise ConfigurationError("max_concurrency must be >= 1")
+        self.root = resolve_lm(root if root is not None else DEFAULT_MODEL)
+        self.sub = self.root if sub is None else resolve_lm(sub)
+        self.models_by_depth = {d: resolve_lm(m) for d, m in (models_by_depth or {}).items()}
+        self.models = {k: resolve_lm(m) for k, m in (models or {}).items()}
+        self.max_depth = max_depth
+        self.environment = resolve_environment(environment)
+        self.limits = limits or Limits()
+        self.max_concurrency = max_concurrency
+        self.raise_errors = raise_errors
+        self.sinks = list(sinks or [])
+
+    def lm_for_depth(self, depth: int) -> LM:
+        if depth in self.models_by_depth:
+            return self.models_by_depth[depth]
+        return self.root if depth == 0 else self.sub
+
+    # -- the two drivers ------------------------------------------------------------------------
+    def completion(self, query: str, context: ContextInput = None) -> RLMResult:
+        """Answer ``query`` over ``context``; blocks until the run ends."""
+        tree = _Tree(self)
+        node = tree.node(query, context, depth=0, parent_id=None)
+        try:
+            node.open()
+            outcome = _drive_sync(node)
+        finally:
+            node.close()
+        return tree.result(node, outcome)
+
+    async def acompletion(self, query: str, context: ContextInput = None) -> RLMResult:
+        """The same run as :meth:`completion`, awaiting model calls on the event loop."""
+        tree = _Tree(self)
+        node = tree.node(query, context, depth=0, parent_id=None)
+        try:
+            await asyncio.to_thread(node.open)
+            outcome = await _drive_async(node)
+        finally:
+            await asyncio.to_thread(node.close)
+        return tree.result(node, outcome)
+
+
+class _Tree:
+    """The state one completion shares across its recursion tree."""
+
+    def __init__(self, rlm: RLM) -> None:
+        self.rlm = rlm
+        self.ledger = Ledger(rlm.limits)
+        self.trace = Trace(rlm.sinks)
+        self.fatal: list[BaseException] = []
+        self.cancel = threading.Event()
+
+    def node(self, query: str, context: ContextInput, *, depth: int, parent_id: str | None) -> _Node:
+        return _Node(self, query, Context(context), depth, parent_id)
+
+    def result(self, node: _Node, outcome: Outcome) -> RLMResult:
+        self.cancel.set()
+        error = outcome.error
+        if outcome.stop_reason == "max_iterations" and error is None:
+            error = IterationLimitExceeded(
+                f"max_iterations={self.rlm.limits.max_iterations} used and no final answer"
+            )
+        result = RLMResult(
+            answer=outcome.answer,
+            stop_reason=outcome.stop_reason,
+            iterations=outcome.iterations,
+            usage=self.ledger.report(),
+            trace=self.trace,
+            elapsed_s=self.ledger.elapsed(),
+            run_id=node.run_id,
+            error=error,
+        )
+        if self.rlm.raise_errors and error is not None:
+            raise error
+        return result
+
+
+class _Node:
+    """One RLM of the tree (the root or a child): its REPL session and its engine."""
+
+    def __init__(self, tree: _Tree, query: str, context: Context, depth: int, parent_id: str | None) -> None:
+        self.tree = tree
+        self.query = query
+        self.context = context
+        self.depth = depth
+        self.parent_id = parent_id
+        self.run_id = uuid.uuid4().hex[:12]
+        self.lm = tree.rlm.lm_for_depth(depth)
+        self.session: Session | None = None
+        self.engine: Engine | None = None
+
+    def open(self) -> None:
+        rlm, tree = self.tree.rlm, self.tree
+        scope = BrokerScope(
+            depth=self.depth,
+            max_depth=rlm.max_depth,
+            run_id=self.run_id,
+            ledger=tree.ledger,
+            trace=tree.trace,
+            max_concurrency=rlm.max_concurrency,
+            lm_for_depth=rlm.lm_for_depth,
+            named=rlm.models,
+            run_child=self._run_child,
+            fatal=tree.fatal,
+            cancel=tree.cancel,
+        )
+        self.session = rlm.environment.open(SessionSpec(self.context, Broker(scope), self.depth))
+        meta = self.session.meta
+        sub = rlm.lm_for_depth(self.depth + 1)
+        window = getattr(sub, "context_window", None)
+        settings = prompts.PromptSettings(
+            max_iterations=rlm.limits.max_iterations,
+            max_output_chars=rlm.limits.max_output_chars,
+            llm=self.depth + 1 <= rlm.max_depth,
+            rlm="child"
+            if self.depth + 1 < rlm.max_depth
+            else ("plain" if self.depth + 1 == rlm.max_depth else "none"),
+            sub_chars=int(window * 3) if isinstance(window, int) else 100_000,
+        )
+        self.engine = Engine(
+            query=self.query,
+            meta=meta,
+            settings=settings,
+            ledger=tree.ledger,
+            trace=tree.trace,
+            run_id=self.run_id,
+            model_name=self.lm.name,
+        )
+        tree.trace.emit(
+            RunStarted(
+                self.run_id,
+                parent_id=self.parent_id,
+                depth=self.depth,
+                query=self.query,
+                context_meta=meta.to_dict(),
+                config={
+                    "root": self.lm.name,
+                    "sub": sub.name,
+                    "max_depth": rlm.max_depth,
+                    "environment": rlm.environment.name,
+                    "limits": asdict(rlm.limits),
+                    "prompt_version": settings.version,
+                },
+            )
+        )
+
+    def _run_child(self, prompt: str, context: Any, depth: int) -> tuple[str | None, str, str]:
+        node = self.tree.node(prompt, prompt if context is None else context, depth=depth, parent_id=self.run_id)
+        try:
+            node.open()
+            outcome = _drive_sync(node)
+        finally:
+            node.close()
+        return outcome.answer, outcome.stop_reason, node.run_id
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+        self.context.close()
+
+    def finished(self, outcome: Outcome) -> Outcome:
+        self.tree.trace.emit(
+            RunFinished(
+                self.run_id,
+                answer=outcome.answer,
+                stop_reason=outcome.stop_reason,
+                iterations=outcome.iterations,
+                usage=self.tree.ledger.report().to_dict() if self.depth == 0 else {},
+                elapsed_s=self.tree.ledger.elapsed(),
+                error=None if outcome.error is None else f"{type(outcome.error).__name__}: {outcome.error}",
+            )
+        )
+        return outcome
+
+    def cell_deadline(self) -> float | None:
+        return self.tree.ledger.cell_deadline()[0]
+
+    def check_fatal(self) -> None:
+        if self.tree.fatal:
+            raise self.tree.fatal[0]
+
+
+def _as_recursor_error(exc: Exception) -> RecursorError:
+    if isinstance(exc, RecursorError):
+        return exc
+    err = LMError(f"{type(exc).__name__}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+def _timeout(ledger: Ledger) -> RunTimeout:
+    exc = RunTimeout(f"timeout_s={ledger.limits.timeout_s} elapsed during a model call")
+    ledger.hits.append(exc)
+    return exc
+
+
+def _call_with_deadline(fn: Callable[[], T], remaining: float | None, ledger: Ledger) -> T:
+    """``fn()``, abandoned at the run deadline (a hung backend must not hang the run)."""
+    if remaining is None:
+        return fn()
+    box: list[Any] = []
+
+    def target() -> None:
+        try:
+            box.append((True, fn()))
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            box.append((False, exc))
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(remaining)
+    if not box:
+        raise _timeout(ledger)
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+def _perform_sync(node: _Node, action: Action) -> Any:
+    session = node.session
+    assert session is not None
+    if isinstance(action, CallModel):
+        messages = action.messages
+        return _call_with_deadline(lambda: node.lm.complete(messages), node.tree.ledger.remaining(), node.tree.ledger)
+    if isinstance(action, RunCell):
+        return session.run(action.code, deadline=node.cell_deadline(), output_limit=action.output_limit)
+    return session.get_var(action.name, deadline=node.cell_deadline())
+
+
+async def _perform_async(node: _Node, action: Action) -> Any:
+    session = node.session
+    assert session is not None
+    if isinstance(action, CallModel):
+        remaining = node.tree.ledger.remaining()
+        coro: Coroutine[Any, Any, Completion] = node.lm.acomplete(action.messages)
+        try:
+            return await asyncio.wait_for(coro, remaining)
+        except TimeoutError:
+            raise _timeout(node.tree.ledger) from None
+    if isinstance(action, RunCell):
+        return await asyncio.to_thread(
+            session.run, action.code, deadline=node.cell_deadline(), output_limit=action.output_limit
+        )
+    assert isinstance(action, ReadVar)
+    return await asyncio.to_thread(session.get_var, action.name, deadline=node.cell_deadline())
+
+
+def _drive_sync(node: _Node) -> Outcome:
+    assert node.engine is not None
+    gen = node.engine.steps()
+    value: Any = None
+    error: RecursorError | None = None
+    while True:
+        try:
+            action = gen.throw(error) if error is not None else gen.send(value)
+        except StopIteration as stop:
+            return node.finished(stop.value)
+        value, error = None, None
+        try:
+            value = _perform_sync(node, action)
+        except ScriptExhausted:
+            raise
+        except Exception as exc:  # noqa: BLE001 - typed and thrown into the engine
+            error = _as_recursor_error(exc)
+        node.check_fatal()
+
+
+async def _drive_async(node: _Node) -> Outcome:
+    assert node.engine is not None
+    gen = node.engine.steps()
+    value: Any = None
+    error: RecursorError | None = None
+    while True:
+        try:
+            action = gen.throw(error) if error is not None else gen.send(value)
+        except StopIteration as stop:
+            return node.finished(stop.value)
+        value, error = None, None
+        try:
+            value = await _perform_async(node, action)
+        except ScriptExhausted:
+            raise
+        except Exception as exc:  # noqa: BLE001 - typed and thrown into the engine
+            error = _as_recursor_error(exc)
+        node.check_fatal()

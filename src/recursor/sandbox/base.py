@@ -1,0 +1,135 @@
+"""The Environment seam: how a REPL session is started, and what crosses it.
+
+An :class:`Environment` opens :class:`Session` objects; a session runs cells in one persistent
+namespace holding the context and answers sub-call requests from model code through the
+``handler`` it was given. Every isolating environment runs the same worker program
+(:mod:`recursor.sandbox.worker`); an environment only decides how that worker is launched and
+confined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+from recursor.context import Context, ContextMeta
+
+SubcallKind = Literal["llm", "rlm"]
+
+
+@dataclass(frozen=True, slots=True)
+class SubcallRequest:
+    """What model code asked for: ``llm_query[_batched]`` or ``rlm_query[_batched]``."""
+
+    kind: SubcallKind
+    prompts: list[str]
+    batched: bool = False
+    model: str | None = None
+    #: rlm only: one context per prompt (None: the prompt is the child's context)
+    contexts: list[Any] | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SubcallRequest:
+        return cls(
+            kind=d["kind"],
+            prompts=[str(p) for p in d["prompts"]],
+            batched=bool(d.get("batched", False)),
+            model=d.get("model"),
+            contexts=d.get("contexts"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SubcallResponse:
+    """One result or one error per prompt, in order."""
+
+    results: list[str | None]
+    errors: list[str | None]
+    #: the recursor.errors class name of each error, so the REPL can raise the typed error
+    error_types: list[str | None]
+
+    @classmethod
+    def failure(cls, n: int, message: str, error_type: str = "SubcallError") -> SubcallResponse:
+        return cls([None] * n, [message] * n, [error_type] * n)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SubcallResponse:
+        return cls(list(d["results"]), list(d["errors"]), list(d["error_types"]))
+
+
+#: serves sub-calls for a session; called on a host thread, may block
+SubcallHandler = Callable[[SubcallRequest], SubcallResponse]
+
+
+@dataclass(slots=True)
+class CellResult:
+    """What one cell did, with output already cut to the budget it was given."""
+
+    stdout: str = ""
+    stderr: str = ""
+    #: the formatted traceback (or SyntaxError) when the cell raised
+    error: str | None = None
+    duration_s: float = 0.0
+    #: set when FINAL / FINAL_VAR was called, or ``answer["ready"]`` became true
+    final: str | None = None
+    #: the cell ran past its deadline and was interrupted or killed
+    timed_out: bool = False
+    #: the REPL was restarted (the worker died or had to be killed): earlier variables are gone
+    lost_state: bool = False
+    #: things the model should know (a protected name restored, ...)
+    notes: list[str] = field(default_factory=list)
+    #: characters of stdout+stderr+error before truncation
+    raw_chars: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CellResult:
+        return cls(**d)
+
+    @property
+    def shown_chars(self) -> int:
+        return len(self.stdout) + len(self.stderr) + len(self.error or "")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSpec:
+    """Everything an environment needs to open a session."""
+
+    context: Context
+    handler: SubcallHandler
+    #: the depth of the RLM that owns this REPL (0 for the root)
+    depth: int = 0
+
+
+class Session(Protocol):
+    """One persistent REPL."""
+
+    @property
+    def meta(self) -> ContextMeta: ...
+
+    def run(self, code: str, *, deadline: float | None, output_limit: int) -> CellResult:
+        """Run one cell; ``deadline`` is a ``time.monotonic()`` value the cell must end by."""
+        ...
+
+    def get_var(self, name: str, *, deadline: float | None) -> str | None:
+        """``str()`` of a variable of the namespace, or None when it is not defined."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Environment(Protocol):
+    """Starts sessions. One method; everything else is the session's."""
+
+    name: str
+
+    def open(self, spec: SessionSpec) -> Session: ...

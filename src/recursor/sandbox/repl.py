@@ -1,0 +1,291 @@
+"""The REPL every environment runs: one namespace, the injected names, capture, echo, finals.
+
+Used as it is by the in-process environment and, inside the worker program, by every isolating
+one. Sub-calls leave through ``call_host``; where they go (a pipe, a thread) is not its business.
+"""
+
+from __future__ import annotations
+
+import ast
+import linecache
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+from recursor import errors
+from recursor.protocol import CappedText, clip, share
+from recursor.sandbox.base import CellResult, SubcallHandler, SubcallRequest, SubcallResponse
+
+#: names the system prompt advertises; restored after any cell that rebinds them
+RESERVED = (
+    "context",
+    "llm_query",
+    "llm_query_batched",
+    "rlm_query",
+    "rlm_query_batched",
+    "SHOW_VARS",
+    "FINAL",
+    "FINAL_VAR",
+    "answer",
+)
+
+
+class CellInterrupted(BaseException):  # noqa: N818 - a control-flow signal, not an error
+    """Raised into a running cell when its time is up.
+
+    A BaseException so that model code's ``except Exception`` does not swallow it.
+    """
+
+
+# -- stdout/stderr routing -----------------------------------------------------------------------
+
+
+class _Route:
+    """Stands in for sys.stdout/sys.stderr and sends writes to the current thread's cell.
+
+    In-process REPLs of concurrent child runs live on different threads of one process; a
+    per-thread target keeps their prints apart (the official ``rlms`` swaps the global
+    ``sys.stdout`` and loses a parent's prints into a child's buffer). ``default`` catches
+    writes from threads that model code starts itself (set by the worker, which owns its
+    process).
+    """
+
+    def __init__(self, original: TextIO) -> None:
+        self._original = original
+        self._local = threading.local()
+        self.default: CappedText | None = None
+
+    def _target(self) -> Any:
+        return getattr(self._local, "target", None) or self.default or self._original
+
+    def write(self, s: str) -> int:
+        return int(self._target().write(s))
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
+
+
+_route_lock = threading.Lock()
+
+
+def _routes() -> tuple[_Route, _Route]:
+    """Install the routes once (again if someone replaced sys.stdout since)."""
+    with _route_lock:
+        if not isinstance(sys.stdout, _Route):
+            sys.stdout = _Route(sys.stdout)  # type: ignore[assignment]
+        if not isinstance(sys.stderr, _Route):
+            sys.stderr = _Route(sys.stderr)  # type: ignore[assignment]
+        return sys.stdout, sys.stderr  # type: ignore[return-value]
+
+
+@contextmanager
+def captured(out: CappedText, err: CappedText, *, own_process: bool) -> Iterator[None]:
+    r_out, r_err = _routes()
+    r_out._local.target, r_err._local.target = out, err
+    if own_process:
+        r_out.default, r_err.default = out, err
+    try:
+        yield
+    finally:
+        r_out._local.target = r_err._local.target = None
+        if own_process:
+            r_out.default = r_err.default = None
+
+
+# -- the REPL ------------------------------------------------------------------------------------
+
+
+def _no_input(prompt: object = "") -> str:
+    raise OSError("input() is not available in the RLM REPL: there is no one to type")
+
+
+def _cell_traceback(exc: BaseException) -> str:
+    """The traceback from the first frame of model code on (our own frames are noise)."""
+    tb = exc.__traceback__
+    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell"):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+class Repl:
+    """A persistent namespace with ``context`` and the sub-call functions bound in."""
+
+    def __init__(self, context: Any, call_host: SubcallHandler, *, own_process: bool) -> None:
+        self._call_host = call_host
+        self._own_process = own_process
+        self._final: str | None = None
+        self._cells = 0
+        self.in_cell = False
+        self.ns: dict[str, Any] = {"__name__": "__repl__", "__builtins__": __builtins__}
+        self._reserved: dict[str, Any] = {
+            "context": context,
+            "llm_query": self._llm_query,
+            "llm_query_batched": self._llm_query_batched,
+            "rlm_query": self._rlm_query,
+            "rlm_query_batched": self._rlm_query_batched,
+            "SHOW_VARS": self._show_vars,
+            "FINAL": self._final_value,
+            "FINAL_VAR": self._final_var,
+        }
+        self.ns.update(self._reserved)
+        self.ns["answer"] = {"content": None, "ready": False}
+        self.ns["input"] = _no_input
+
+    # -- functions model code calls -------------------------------------------------------------
+    def _ask(self, request: SubcallRequest) -> SubcallResponse:
+        return self._call_host(request)
+
+    def _raise(self, message: str, error_type: str | None) -> None:
+        cls = getattr(errors, error_type or "", None)
+        if not (isinstance(cls, type) and issubclass(cls, errors.RecursorError)):
+            cls = errors.SubcallError
+        raise cls(message)
+
+    def _one(self, request: SubcallRequest) -> str:
+        resp = self._ask(request)
+        if resp.errors[0] is not None:
+            self._raise(resp.errors[0], resp.error_types[0])
+        return resp.results[0] or ""
+
+    def _many(self, request: SubcallRequest) -> list[str]:
+        if not request.prompts:
+            return []
+        resp = self._ask(request)
+        return [
+            f"[error: {e}]" if e is not None else (r or "")
+            for r, e in zip(resp.results, resp.errors, strict=True)
+        ]
+
+    @staticmethod
+    def _prompts(prompts: Any) -> list[str]:
+        if isinstance(prompts, str) or not hasattr(prompts, "__iter__"):
+            raise TypeError("expected a list of prompt strings")
+        return [p if isinstance(p, str) else str(p) for p in prompts]
+
+    def _llm_query(self, prompt: Any, model: str | None = None) -> str:
+        return self._one(SubcallRequest("llm", [str(prompt)], False, model))
+
+    def _llm_query_batched(self, prompts: Any, model: str | None = None) -> list[str]:
+        return self._many(SubcallRequest("llm", self._prompts(prompts), True, model))
+
+    def _rlm_query(self, prompt: Any, context: Any = None) -> str:
+        return self._one(SubcallRequest("rlm", [str(prompt)], False, None, [context]))
+
+    def _rlm_query_batched(self, prompts: Any, contexts: Any = None) -> list[str]:
+        ps = self._prompts(prompts)
+        cs = [None] * len(ps) if contexts is None else list(contexts)
+        if len(cs) != len(ps):
+            raise ValueError(f"rlm_query_batched: {len(ps)} prompts but {len(cs)} contexts")
+        return self._many(SubcallRequest("rlm", ps, True, None, cs))
+
+    def _show_vars(self) -> None:
+        rows = []
+        for name, value in self.ns.items():
+            if name.startswith("_") or name in RESERVED or name == "input":
+                continue
+            if type(value).__name__ in ("module", "function", "type", "builtin_function_or_method"):
+                continue
+            size = f", len {len(value):,}" if hasattr(value, "__len__") else ""
+            rows.append(f"{name}: {type(value).__name__}{size}")
+        print("\n".join(rows) if rows else "(no variables yet)")
+
+    def _final_value(self, value: Any) -> None:
+        self._final = value if isinstance(value, str) else str(value)
+
+    def _final_var(self, name: Any) -> None:
+        if not isinstance(name, str):
+            # Small models often pass the variable itself; its value is what they meant.
+            self._final = str(name)
+            return
+        key = name.strip().strip("'\"")
+        if key in self.ns and key not in RESERVED:
+            self._final = str(self.ns[key])
+            return
+        raise NameError(
+            f"FINAL_VAR({name!r}): no variable named {key!r}. Assign the answer to a variable "
+            "first (result = ...), then FINAL_VAR('result'); or call FINAL(value)."
+        )
+
+    # -- running cells ------------------------------------------------------------------------
+    def get_var(self, name: str) -> str | None:
+        if name in self.ns and name not in RESERVED:
+            return str(self.ns[name])
+        return None
+
+    def execute(self, code: str, output_limit: int) -> CellResult:
+        self._cells += 1
+        filename = f"<cell {self._cells}>"
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        out, err = CappedText(output_limit), CappedText(output_limit)
+        self._final = None
+        error: str | None = None
+        timed_out = False
+        t0 = time.perf_counter()
+        with captured(out, err, own_process=self._own_process):
+            try:
+                self.in_cell = True
+                try:
+                    self._run(code, filename)
+                finally:
+                    # cleared first thing, so a second interrupt cannot land in our handlers
+                    self.in_cell = False
+            except CellInterrupted as exc:
+                timed_out = True
+                error = _cell_traceback(exc).rsplit("\n", 2)[0] + (
+                    "\nTimeoutError: the cell ran past its time limit and was interrupted here\n"
+                )
+            except SyntaxError as exc:
+                error = "".join(traceback.format_exception_only(type(exc), exc))
+            except BaseException as exc:  # noqa: BLE001 - model code may raise anything, SystemExit too
+                error = _cell_traceback(exc)
+        duration = time.perf_counter() - t0
+        notes = self._restore_reserved()
+        final = self._final
+        ans = self.ns["answer"]
+        if final is None and ans.get("ready"):
+            final = "" if ans.get("content") is None else str(ans["content"])
+        error = error or None
+        raw = out.total + err.total + len(error or "")
+        b_out, b_err, b_exc = share([out.total, err.total, len(error or "")], output_limit)
+        return CellResult(
+            stdout=out.render(b_out),
+            stderr=err.render(b_err),
+            error=None if error is None else clip(error, b_exc),
+            duration_s=duration,
+            final=final,
+            timed_out=timed_out,
+            notes=notes,
+            raw_chars=raw,
+        )
+
+    def _run(self, code: str, filename: str) -> None:
+        tree = ast.parse(code, filename=filename, mode="exec")
+        last: ast.Expression | None = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, filename, "exec"), self.ns)
+        if last is not None:
+            value = eval(compile(last, filename, "eval"), self.ns)
+            if value is not None:
+                print(repr(value))
+
+    def _restore_reserved(self) -> list[str]:
+        notes = []
+        for name, obj in self._reserved.items():
+            if self.ns.get(name) is not obj:
+                self.ns[name] = obj
+                notes.append(f"`{name}` is protected; it was restored after this cell.")
+        if not isinstance(self.ns.get("answer"), dict):
+            self.ns["answer"] = {"content": None, "ready": False}
+            notes.append("`answer` must stay a dict {'content': ..., 'ready': bool}; it was reset.")
+        return notes

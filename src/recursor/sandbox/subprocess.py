@@ -1,0 +1,301 @@
+"""The default environment: the worker program in a child process of its own.
+
+The worker is started with ``sys.executable -I`` in a new session (so its whole process group
+can be killed), talks frames over two pipes, memory-maps the context file, and runs under
+rlimits (address space, CPU, file size) and a scrubbed environment (no API keys). While a cell
+runs, the host serves the worker's sub-calls on threads and watches the deadline; a cell past
+it gets SIGINT (its namespace survives), then, if it does not yield within ``grace_s``, the
+process group is killed and a fresh worker started (the model is told its state was lost).
+
+Stronger confinement (namespaces, seccomp, Landlock) belongs to the hardened environments;
+subclasses change only :meth:`SubprocessEnvironment.command` and the launch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from recursor.context import ContextMeta
+from recursor.errors import ProtocolError, SandboxError, WorkerCrashed
+from recursor.sandbox.base import CellResult, SessionSpec, SubcallRequest, SubcallResponse
+
+WORKER_PATH = Path(__file__).with_name("worker.py")
+_MB = 1 << 20
+#: variables passed to the worker; everything else (API keys above all) stays in the host
+_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLimits:
+    """rlimits applied by the worker to itself before it loads the context or runs code."""
+
+    memory_mb: int | None = 8192
+    cpu_seconds: int | None = None
+    file_size_mb: int | None = 1024
+
+    def as_rlimits(self) -> dict[str, int | None]:
+        return {
+            "address_space_bytes": None if self.memory_mb is None else self.memory_mb * _MB,
+            "cpu_seconds": self.cpu_seconds,
+            "file_size_bytes": None if self.file_size_mb is None else self.file_size_mb * _MB,
+        }
+
+
+class SubprocessEnvironment:
+    """Each session is one worker process. ``grace_s``: how long an interrupted cell may take to stop."""
+
+    name = "subprocess"
+
+    def __init__(
+        self,
+        *,
+        limits: WorkerLimits | None = None,
+        python: str = sys.executable,
+        grace_s: float = 1.0,
+        start_timeout_s: float = 60.0,
+    ) -> None:
+        self.limits = limits or WorkerLimits()
+        self.python = python
+        self.grace_s = grace_s
+        self.start_timeout_s = start_timeout_s
+
+    def command(self, read_fd: int, write_fd: int) -> list[str]:
+        return [self.python, "-I", str(WORKER_PATH), str(read_fd), str(write_fd)]
+
+    def worker_env(self) -> dict[str, str]:
+        env = {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        return env
+
+    def open(self, spec: SessionSpec) -> WorkerSession:
+        return WorkerSession(self, spec)
+
+
+_Event = tuple[str, Any, Any]
+
+
+class WorkerSession:
+    """The host's end of one worker: start, run cells, serve sub-calls, kill, restart."""
+
+    def __init__(self, env: SubprocessEnvironment, spec: SessionSpec) -> None:
+        self._env = env
+        self._spec = spec
+        self._tokens = itertools.count()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._events: queue.Queue[_Event] = queue.Queue()
+        self._stderr: IO[bytes] | None = None
+        self._scratch = tempfile.TemporaryDirectory(prefix="recursor-repl-")
+        self._meta: ContextMeta | None = None
+        self._start()
+
+    @property
+    def meta(self) -> ContextMeta:
+        assert self._meta is not None
+        return self._meta
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _start(self) -> None:
+        to_worker_r, to_worker_w = os.pipe()
+        from_worker_r, from_worker_w = os.pipe()
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self._proc = subprocess.Popen(
+                self._env.command(to_worker_r, from_worker_w),
+                pass_fds=(to_worker_r, from_worker_w),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=self._stderr,
+                cwd=self._scratch.name,
+                env=self._env.worker_env(),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            for fd in (to_worker_r, to_worker_w, from_worker_r, from_worker_w):
+                os.close(fd)
+            raise SandboxError(f"could not start the worker: {exc}") from exc
+        finally:
+            if self._proc is not None:
+                os.close(to_worker_r)
+                os.close(from_worker_w)
+        from recursor.sandbox.framing import Channel
+
+        self._channel = Channel(from_worker_r, to_worker_w)
+        self._events = queue.Queue()
+        threading.Thread(target=self._read_loop, args=(self._channel, self._events), daemon=True).start()
+        path, kind = self._spec.context.file()
+        self._channel.send(
+            {
+                "op": "init",
+                "context_path": path,
+                "context_kind": kind,
+                "source": self._spec.context.source,
+                "rlimits": self._env.limits.as_rlimits(),
+            }
+        )
+        frame = self._next_frame(time.monotonic() + self._env.start_timeout_s)
+        if frame is None or frame["op"] != "ready":
+            detail = frame.get("error") if frame else self._crash_detail()
+            self._kill()
+            raise SandboxError(f"the worker did not start: {detail}")
+        self._meta = ContextMeta.from_dict(frame["meta"])
+
+    @staticmethod
+    def _read_loop(channel: Any, events: queue.Queue[_Event]) -> None:
+        try:
+            while (frame := channel.recv()) is not None:
+                events.put(("frame", frame, None))
+        except (ProtocolError, OSError) as exc:
+            events.put(("broken", str(exc), None))
+            return
+        events.put(("eof", None, None))
+
+    def _next_frame(self, deadline: float) -> dict[str, Any] | None:
+        while True:
+            try:
+                kind, payload, _ = self._events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return None
+            if kind == "frame":
+                return dict(payload)
+            if kind in ("eof", "broken"):
+                return None
+
+    def _crash_detail(self) -> str:
+        code = self._proc.poll() if self._proc else None
+        tail = ""
+        if self._stderr is not None:
+            self._stderr.seek(0, os.SEEK_END)
+            size = self._stderr.tell()
+            self._stderr.seek(max(0, size - 2000))
+            tail = self._stderr.read().decode("utf-8", "replace").strip()
+        what = f"exit status {code}" if code is None or code >= 0 else f"killed by signal {-code}"
+        return what + (f"; stderr: {tail}" if tail else "")
+
+    def _kill(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
+        self._channel.close()
+        if self._stderr is not None:
+            self._stderr.close()
+        self._proc = None
+
+    def _restart(self) -> None:
+        self._kill()
+        self._start()
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            try:
+                self._channel.send({"op": "shutdown"})
+                self._proc.wait(timeout=0.5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self._kill()
+        self._scratch.cleanup()
+
+    # -- cells ----------------------------------------------------------------------------------
+    def run(self, code: str, *, deadline: float | None, output_limit: int) -> CellResult:
+        if self._proc is None:
+            self._start()
+        self._channel.send({"op": "exec", "code": code, "output_limit": output_limit})
+        pending: dict[int, int] = {}  # host token -> worker's request id
+        while True:
+            wait = None if deadline is None else deadline - time.monotonic()
+            try:
+                if wait is not None and wait <= 0:
+                    raise queue.Empty
+                kind, payload, extra = self._events.get(timeout=wait)
+            except queue.Empty:
+                return self._interrupt(pending, output_limit)
+            if kind == "frame" and payload["op"] == "result":
+                return CellResult.from_dict(payload["cell"])
+            if kind == "frame" and payload["op"] == "subcall":
+                token = next(self._tokens)
+                pending[token] = payload["id"]
+                self._serve(token, SubcallRequest.from_dict(payload["request"]))
+            elif kind == "subcall_done" and payload in pending:
+                self._channel.send(
+                    {"op": "subcall_result", "id": pending.pop(payload), "response": extra.to_dict()}
+                )
+            elif kind in ("eof", "broken"):
+                return self._lost(f"the REPL process died ({self._crash_detail()})", output_limit)
+
+    def _serve(self, token: int, request: SubcallRequest) -> None:
+        def work() -> None:
+            try:
+                response = self._spec.handler(request)
+            except Exception as exc:  # noqa: BLE001 - becomes the model's error, typed by name
+                response = SubcallResponse.failure(
+                    len(request.prompts), f"{type(exc).__name__}: {exc}", type(exc).__name__
+                )
+            self._events.put(("subcall_done", token, response))
+
+        threading.Thread(target=work, daemon=True).start()
+
+    def _interrupt(self, pending: dict[int, int], output_limit: int) -> CellResult:
+        """The deadline passed: cancel its sub-calls, SIGINT, then kill if it does not yield."""
+        for ident in pending.values():
+            cancelled = SubcallResponse.failure(1, "cancelled: the cell ran out of time", "CellTimeout")
+            self._channel.send({"op": "subcall_result", "id": ident, "response": cancelled.to_dict()})
+        pending.clear()
+        try:
+            os.kill(self.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+        until = time.monotonic() + self._env.grace_s
+        while (left := until - time.monotonic()) > 0:
+            try:
+                kind, payload, _ = self._events.get(timeout=left)
+            except queue.Empty:
+                break
+            if kind == "frame" and payload["op"] == "result":
+                cell = CellResult.from_dict(payload["cell"])
+                cell.timed_out = True
+                return cell
+            if kind == "frame" and payload["op"] == "subcall":
+                refused = SubcallResponse.failure(1, "cancelled: the cell ran out of time", "CellTimeout")
+                self._channel.send({"op": "subcall_result", "id": payload["id"], "response": refused.to_dict()})
+            elif kind in ("eof", "broken"):
+                break
+        cell = self._lost("the cell ran past its time limit and did not stop when interrupted; the REPL was killed", output_limit)
+        cell.timed_out = True
+        return cell
+
+    def _lost(self, why: str, output_limit: int) -> CellResult:
+        self._restart()
+        return CellResult(
+            error=f"{why}. A new REPL was started: `context` is there again, but every variable, "
+            "import and function defined before is gone.",
+            lost_state=True,
+        )
+
+    def get_var(self, name: str, *, deadline: float | None) -> str | None:
+        self._channel.send({"op": "get_var", "name": name})
+        frame = self._next_frame(time.monotonic() + 30 if deadline is None else deadline)
+        if frame is None or frame["op"] != "var":
+            raise WorkerCrashed(f"the worker did not answer get_var ({self._crash_detail()})")
+        value = frame["value"]
+        return None if value is None else str(value)
