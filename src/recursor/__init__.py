@@ -2,12 +2,32 @@
 
     from recursor import RLM, Limits
     result = RLM("openai:gpt-5-mini").completion("question", context=big)
+
+Exports are resolved lazily: the sandbox worker imports submodules of this package, and must not
+pay for the front end (asyncio, the engine, the broker) at every start.
 """
 
-from recursor.errors import LimitExceeded, RecursorError
-from recursor.limits import Limits
-from recursor.rlm import RLM, RLMResult
-from recursor.usage import Pricing, Usage, UsageReport
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from recursor.errors import LimitExceeded, RecursorError
+    from recursor.limits import Limits
+    from recursor.rlm import RLM, RLMResult
+    from recursor.usage import Pricing, Usage, UsageReport
+
+_EXPORTS = {
+    "RLM": "recursor.rlm",
+    "RLMResult": "recursor.rlm",
+    "Limits": "recursor.limits",
+    "LimitExceeded": "recursor.errors",
+    "RecursorError": "recursor.errors",
+    "Pricing": "recursor.usage",
+    "Usage": "recursor.usage",
+    "UsageReport": "recursor.usage",
+}
 
 __all__ = [
     "RLM",
@@ -20,3 +40,9 @@ __all__ = [
     "UsageReport",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'recursor' has no attribute {name!r}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import mmap
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -206,6 +205,8 @@ class Context:
         if isinstance(raw, os.PathLike):
             self._file = (os.fspath(raw), "text")
             return self._file
+        import tempfile  # host only; the worker never writes a context
+
         fd, path = tempfile.mkstemp(prefix="recursor-ctx-", suffix=".txt")
         self._tmp = path
         try:

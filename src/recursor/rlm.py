@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from recursor import prompts
+from recursor._threads import in_daemon_thread
 from recursor.broker import Broker, BrokerScope
 from recursor.context import Context, ContextInput
 from recursor.engine import Action, CallModel, Engine, Outcome, ReadVar, RunCell
@@ -25,7 +26,8 @@ from recursor.errors import (
 from recursor.lm.base import LM, Completion
 from recursor.lm.registry import DEFAULT_MODEL, resolve_lm
 from recursor.limits import Ledger, Limits
-from recursor.sandbox import Environment, Session, SessionSpec, resolve_environment
+from recursor.sandbox import resolve_environment
+from recursor.sandbox.base import Environment, Session, SessionSpec
 from recursor.trace import RunFinished, RunStarted, Sink, Trace
 from recursor.usage import UsageReport
 
@@ -108,10 +110,10 @@ class RLM:
         tree = _Tree(self)
         node = tree.node(query, context, depth=0, parent_id=None)
         try:
-            await asyncio.to_thread(node.open)
+            await in_daemon_thread(node.open)
             outcome = await _drive_async(node)
         finally:
-            await asyncio.to_thread(node.close)
+            await in_daemon_thread(node.close)
         return tree.result(node, outcome)
 
 
@@ -315,11 +317,11 @@ async def _perform_async(node: _Node, action: Action) -> Any:
         except TimeoutError:
             raise _timeout(node.tree.ledger) from None
     if isinstance(action, RunCell):
-        return await asyncio.to_thread(
+        return await in_daemon_thread(
             session.run, action.code, deadline=node.cell_deadline(), output_limit=action.output_limit
         )
     assert isinstance(action, ReadVar)
-    return await asyncio.to_thread(session.get_var, action.name, deadline=node.cell_deadline())
+    return await in_daemon_thread(session.get_var, action.name, deadline=node.cell_deadline())
 
 
 def _drive_sync(node: _Node) -> Outcome:

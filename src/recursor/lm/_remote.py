@@ -22,10 +22,20 @@ import os
 import re
 import threading
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import (
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    Protocol,
+    Self,
+    TypedDict,
+    TypeVar,
+    Unpack,
+)
 
 from recursor.errors import (
     AuthenticationError,
@@ -36,7 +46,8 @@ from recursor.errors import (
     LMTimeoutError,
     RateLimitError,
 )
-from recursor.lm.base import Message
+from recursor.lm import pricing as price_table
+from recursor.lm.base import Completion, Message
 from recursor.usage import Pricing, Usage, estimate_message_tokens, estimate_tokens
 
 #: sent when a custom server needs no key: the SDKs refuse to start without one
@@ -75,13 +86,15 @@ class Endpoint:
     base_url: str | None
     #: ``None`` when no key was found and the official API (no ``base_url``) needs one
     api_key: Secret | None
-    key_env: str
+    #: where the key is looked up (``None``: only an explicit key, for litellm)
+    key_env: str | None
 
     def key(self) -> str:
         """The key to send; raises :class:`AuthenticationError` when there is none."""
         if self.api_key is None:
+            where = f"set {self.key_env} or pass" if self.key_env else "pass"
             raise AuthenticationError(
-                f"no API key for {self.provider}: set {self.key_env} or pass api_key=... "
+                f"no API key for {self.provider}: {where} api_key=... "
                 "(a server given by base_url=... that needs no key works without one)"
             )
         return self.api_key.reveal()
@@ -98,7 +111,7 @@ def resolve_endpoint(
     *,
     api_key: str | None,
     base_url: str | None,
-    key_env: str,
+    key_env: str | None,
     base_url_env: str | None,
 ) -> Endpoint:
     """The endpoint from explicit arguments, else the environment.
@@ -108,7 +121,7 @@ def resolve_endpoint(
     call so that merely naming a model (in a config, a CLI default) never needs a key.
     """
     base = base_url or (os.environ.get(base_url_env) if base_url_env else None) or None
-    key = api_key or os.environ.get(key_env) or None
+    key = api_key or (os.environ.get(key_env) if key_env else None) or None
     if key is None and base is not None:
         key = PLACEHOLDER_API_KEY
     return Endpoint(provider, base, Secret(key) if key is not None else None, key_env)
@@ -128,8 +141,16 @@ class CallOptions:
     extra_body: Mapping[str, Any] | None = field(default=None, hash=False)
 
 
-_S = TypeVar("_S")
-_A = TypeVar("_A")
+class _SyncClient(Protocol):
+    def close(self) -> None: ...
+
+
+class _AsyncClient(Protocol):
+    async def close(self) -> None: ...
+
+
+_S = TypeVar("_S", bound=_SyncClient)
+_A = TypeVar("_A", bound=_AsyncClient)
 
 
 class LazyClients(Generic[_S, _A]):
@@ -137,18 +158,30 @@ class LazyClients(Generic[_S, _A]):
 
     Clients hold connection pools, so they are reused across calls (a fan-out of 1,000 calls
     must not open 1,000 pools). The async client is per loop because an async connection pool
-    is bound to the loop that opened it: ``asyncio.run`` twice with the same LM would otherwise
-    reuse connections of a closed loop. Entries vanish with their loop (weak keys).
+    is bound to the loop that opened it: ``asyncio.run`` twice with the same LM must not reuse
+    the connections of a closed loop.
+
+    Nobody closes an LM at the end of ``asyncio.run(lm.acomplete(...))``, and a pool left open
+    when its loop closes leaks sockets (ResourceWarning). So each async client is tied to its
+    loop by a one-step async generator: ``asyncio.run`` (any ``asyncio.Runner``) calls
+    ``loop.shutdown_asyncgens()`` before closing the loop, which runs the generator's
+    ``finally`` and closes the client on its own loop.
     """
 
-    def __init__(self, make_sync: Callable[[], _S], make_async: Callable[[], _A]) -> None:
+    def __init__(
+        self,
+        make_sync: Callable[[], _S],
+        make_async: Callable[[], _A],
+        close_sync: Callable[[_S], None],
+        close_async: Callable[[_A], Awaitable[None]],
+    ) -> None:
         self._make_sync = make_sync
         self._make_async = make_async
+        self._close_sync = close_sync
+        self._close_async = close_async
         self._lock = threading.Lock()
         self._sync: _S | None = None
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _A] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._async: dict[asyncio.AbstractEventLoop, tuple[_A, AsyncGenerator[None, None]]] = {}
 
     def sync(self) -> _S:
         with self._lock:
@@ -156,28 +189,42 @@ class LazyClients(Generic[_S, _A]):
                 self._sync = self._make_sync()
             return self._sync
 
-    def async_(self) -> _A:
+    async def async_(self) -> _A:
         loop = asyncio.get_running_loop()
         with self._lock:
-            client = self._async.get(loop)
-            if client is None:
-                client = self._async[loop] = self._make_async()
-            return client
+            entry = self._async.get(loop)
+            if entry is not None:
+                return entry[0]
+            client = self._make_async()
+            keeper = self._close_with_loop(loop, client)
+            self._async[loop] = (client, keeper)
+        await keeper.__anext__()  # first step: the loop now knows the generator
+        return client
 
-    def close(self, close_sync: Callable[[_S], None]) -> None:
-        """Close the sync client (the async ones need their loop: see :meth:`aclose`)."""
+    async def _close_with_loop(
+        self, loop: asyncio.AbstractEventLoop, client: _A
+    ) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._async.pop(loop, None)
+            await self._close_async(client)
+
+    def close(self) -> None:
+        """Close the sync client (async ones close with their loop, or by :meth:`aclose`)."""
         with self._lock:
             client, self._sync = self._sync, None
         if client is not None:
-            close_sync(client)
+            self._close_sync(client)
 
-    async def aclose(self, close_async: Callable[[_A], Awaitable[None]]) -> None:
-        """Close the async client of the running loop."""
-        loop = asyncio.get_running_loop()
+    async def aclose(self) -> None:
+        """Close the sync client and the async client of the running loop."""
+        self.close()
         with self._lock:
-            client = self._async.pop(loop, None)
-        if client is not None:
-            await close_async(client)
+            entry = self._async.get(asyncio.get_running_loop())
+        if entry is not None:
+            await entry[1].aclose()
 
 
 # ---------------------------------------------------------------------------- errors
@@ -252,7 +299,9 @@ def is_context_overflow(exc: BaseException, errors: SDKErrors) -> bool:
     return code == "context_length_exceeded" or bool(_CONTEXT_WORDING.search(str(exc)))
 
 
-def map_error(exc: BaseException, errors: SDKErrors, *, lm_name: str, endpoint: Endpoint) -> LMError:
+def map_error(
+    exc: BaseException, errors: SDKErrors, *, lm_name: str, endpoint: Endpoint
+) -> LMError:
     """The :mod:`recursor.errors` exception for an SDK exception.
 
     The message names the model and keeps the provider's own text (shortened, key redacted).
@@ -314,3 +363,175 @@ def call_usage(
 def int_or_none(value: object) -> int | None:
     """``value`` if it is a real int count (servers sometimes send null or garbage)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# ------------------------------------------------------------------------ the LM base
+
+
+class RemoteKwargs(TypedDict, total=False):
+    """The keywords every remote backend's ``create(model, **kw)`` accepts."""
+
+    base_url: str | None
+    api_key: str | None
+    temperature: float | None
+    max_tokens: int | None
+    timeout: float | None
+    max_retries: int
+    extra_body: dict[str, Any] | None
+    #: "auto" looks the model up in :mod:`recursor.lm.pricing`; ``None`` means unpriced
+    pricing: Pricing | Literal["auto"] | None
+
+
+class RemoteLM(ABC):
+    """A model behind an HTTP API: ``complete`` and ``acomplete`` are build request → send →
+    parse, with the SDK's exceptions mapped, written once here; a backend supplies the steps.
+
+    The API key lives in a :class:`Secret`, so neither ``repr(lm)`` nor ``vars(lm)`` shows it.
+    """
+
+    #: "openai", "anthropic", ...: the prefix of ``name`` and the price-table provider
+    provider: ClassVar[str]
+    key_env: ClassVar[str | None]
+    base_url_env: ClassVar[str | None]
+    errors: ClassVar[SDKErrors]
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        options: CallOptions | None = None,
+        pricing: Pricing | Literal["auto"] | None = "auto",
+    ) -> None:
+        self.model = model
+        self.name = f"{self.provider}:{model}"
+        self.options = options or CallOptions()
+        self.endpoint = resolve_endpoint(
+            self.provider,
+            api_key=api_key,
+            base_url=base_url,
+            key_env=self.key_env,
+            base_url_env=self.base_url_env,
+        )
+        self.pricing = self._default_pricing() if pricing == "auto" else pricing
+
+    @classmethod
+    def from_kwargs(cls, model: str, **kw: Unpack[RemoteKwargs]) -> Self:
+        options = CallOptions(
+            temperature=kw.get("temperature"),
+            max_tokens=kw.get("max_tokens"),
+            timeout=kw.get("timeout"),
+            max_retries=kw.get("max_retries", 2),
+            extra_body=kw.get("extra_body"),
+        )
+        return cls(
+            model,
+            base_url=kw.get("base_url"),
+            api_key=kw.get("api_key"),
+            options=options,
+            pricing=kw.get("pricing", "auto"),
+        )
+
+    @property
+    def base_url(self) -> str | None:
+        return self.endpoint.base_url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
+
+    def complete(self, messages: list[Message]) -> Completion:
+        request = self._request(messages)
+        try:
+            response = self._send(request)
+        except self._sdk_errors().base as exc:
+            raise self._map(exc) from safe_cause(exc, self.endpoint)
+        return self._parse(messages, response)
+
+    async def acomplete(self, messages: list[Message]) -> Completion:
+        request = self._request(messages)
+        try:
+            response = await self._asend(request)
+        except self._sdk_errors().base as exc:
+            raise self._map(exc) from safe_cause(exc, self.endpoint)
+        return self._parse(messages, response)
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release pooled connections (async pools also close by themselves with their loop)."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release pooled connections now, the running loop's async pool included."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- the steps a backend supplies -----------------------------------------------
+
+    def _default_pricing(self) -> Pricing | None:
+        return price_table.lookup(self.provider, self.model)
+
+    @abstractmethod
+    def _request(self, messages: list[Message]) -> dict[str, Any]:
+        """The keyword arguments of the SDK call."""
+
+    @abstractmethod
+    def _send(self, request: dict[str, Any]) -> Any: ...
+
+    @abstractmethod
+    async def _asend(self, request: dict[str, Any]) -> Any: ...
+
+    @abstractmethod
+    def _parse(self, messages: list[Message], response: Any) -> Completion: ...
+
+    def _sdk_errors(self) -> SDKErrors:
+        return self.errors
+
+    def _map(self, exc: BaseException) -> LMError:
+        return map_error(exc, self._sdk_errors(), lm_name=self.name, endpoint=self.endpoint)
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments for an openai/anthropic SDK client (they take the same)."""
+        kwargs: dict[str, Any] = {
+            "api_key": self.endpoint.key(),
+            "base_url": self.endpoint.base_url,
+            "max_retries": self.options.max_retries,
+        }
+        if self.options.timeout is not None:
+            kwargs["timeout"] = self.options.timeout
+        return kwargs
+
+
+class SDKClientLM(RemoteLM, Generic[_S, _A]):
+    """A :class:`RemoteLM` that talks through an SDK's sync and async client classes."""
+
+    def __init__(self, model: str, **kw: Any) -> None:
+        super().__init__(model, **kw)
+        self._clients: LazyClients[_S, _A] = LazyClients(
+            lambda: self._new_sync_client(self._client_kwargs()),
+            lambda: self._new_async_client(self._client_kwargs()),
+            lambda client: client.close(),
+            lambda client: client.close(),
+        )
+
+    def close(self) -> None:
+        self._clients.close()
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
+
+    @abstractmethod
+    def _new_sync_client(self, kwargs: dict[str, Any]) -> _S: ...
+
+    @abstractmethod
+    def _new_async_client(self, kwargs: dict[str, Any]) -> _A: ...

@@ -9,10 +9,10 @@ family, mapping provider errors at this boundary.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from recursor._threads import in_daemon_thread
 from recursor.usage import Usage
 
 Message = dict[str, str]
@@ -42,8 +42,9 @@ class LM(Protocol):
 class SyncLM:
     """Base for backends that are naturally blocking: ``acomplete`` runs ``complete`` in a thread.
 
-    A thread (not a direct call) so that a slow or hung backend never blocks the event loop
-    and the async driver's timeouts still fire.
+    A daemon thread (not a direct call, not the loop's executor) so that a slow or hung backend
+    never blocks the event loop, the async driver's timeouts still fire, and an abandoned call
+    does not hold up ``asyncio.run`` at exit.
     """
 
     name: str = "lm"
@@ -52,4 +53,4 @@ class SyncLM:
         raise NotImplementedError
 
     async def acomplete(self, messages: list[Message]) -> Completion:
-        return await asyncio.to_thread(self.complete, messages)
+        return await in_daemon_thread(self.complete, messages)

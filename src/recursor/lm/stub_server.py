@@ -23,6 +23,7 @@ requests are served concurrently (a 1,000-call fan-out benchmark runs against it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -188,10 +189,8 @@ class StubServer:
         with self._state.lock:
             open_connections = list(self._state.connections)
         for conn in open_connections:
-            try:
+            with contextlib.suppress(OSError):  # already closed by the client
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed by the client
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -229,12 +228,10 @@ class _Handler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         with self.server.state.lock:
             self.server.state.connections.discard(self.connection)
-        try:
+        with contextlib.suppress(OSError):  # a reset connection cannot be flushed
             super().finish()
-        except OSError:
-            pass
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet, and never a chance to print request details
 
     def do_POST(self) -> None:

@@ -1,35 +1,49 @@
-"""Environments: where model code runs. See base.py for the seam."""
+"""Environments: where model code runs. See base.py for the seam.
+
+Kept import-light (lazy exports): the worker program imports modules of this package.
+"""
 
 from __future__ import annotations
 
-from recursor.errors import ConfigurationError
-from recursor.sandbox.base import CellResult, Environment, Session, SessionSpec
-from recursor.sandbox.inprocess import InProcessEnvironment
-from recursor.sandbox.subprocess import SubprocessEnvironment, WorkerLimits
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "CellResult",
-    "Environment",
-    "InProcessEnvironment",
-    "Session",
-    "SessionSpec",
-    "SubprocessEnvironment",
-    "WorkerLimits",
-    "resolve_environment",
-]
+if TYPE_CHECKING:
+    from recursor.sandbox.base import Environment
 
+#: environment name -> "module:Class"
 ENVIRONMENTS = {
-    "subprocess": SubprocessEnvironment,
-    "inprocess": InProcessEnvironment,
+    "subprocess": "recursor.sandbox.subprocess:SubprocessEnvironment",
+    "inprocess": "recursor.sandbox.inprocess:InProcessEnvironment",
 }
+
+_EXPORTS = {
+    "CellResult": "recursor.sandbox.base",
+    "Environment": "recursor.sandbox.base",
+    "Session": "recursor.sandbox.base",
+    "SessionSpec": "recursor.sandbox.base",
+    "InProcessEnvironment": "recursor.sandbox.inprocess",
+    "SubprocessEnvironment": "recursor.sandbox.subprocess",
+    "WorkerLimits": "recursor.sandbox.subprocess",
+}
+
+__all__ = [*_EXPORTS, "ENVIRONMENTS", "resolve_environment"]
 
 
 def resolve_environment(spec: str | Environment) -> Environment:
+    """An Environment object for a name, or the object itself."""
+    from recursor.errors import ConfigurationError
+
     if not isinstance(spec, str):
         return spec
-    try:
-        return ENVIRONMENTS[spec]()
-    except KeyError:
-        raise ConfigurationError(
-            f"unknown environment {spec!r}; known: {', '.join(ENVIRONMENTS)}"
-        ) from None
+    if spec not in ENVIRONMENTS:
+        raise ConfigurationError(f"unknown environment {spec!r}; known: {', '.join(ENVIRONMENTS)}")
+    module, _, cls = ENVIRONMENTS[spec].partition(":")
+    env: Environment = getattr(importlib.import_module(module), cls)()
+    return env
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'recursor.sandbox' has no attribute {name!r}")

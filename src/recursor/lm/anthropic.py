@@ -1,0 +1,140 @@
+"""Anthropic's Claude models through the official ``anthropic`` SDK (the Messages API).
+
+``anthropic:claude-sonnet-4-5`` goes to api.anthropic.com; ``base_url=`` (or
+``ANTHROPIC_BASE_URL``) points it at a proxy or gateway. The chat we get is OpenAI-shaped, so it
+is reshaped here: system messages move to the ``system`` parameter and same-role neighbours are
+merged (the API wants user and assistant turns to alternate). Replies are joined from their
+text blocks; thinking blocks are the model's scratchpad, not its answer, and are skipped.
+
+Install with ``pip install "recursor[anthropic]"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Unpack
+
+import anthropic
+
+from recursor.errors import BadResponseError
+from recursor.lm._remote import RemoteKwargs, SDKClientLM, SDKErrors, call_usage, int_or_none
+from recursor.lm.base import Completion, Message
+from recursor.usage import Pricing
+
+__all__ = ["ANTHROPIC_ERRORS", "AnthropicLM", "create", "default_max_tokens", "to_anthropic"]
+
+ANTHROPIC_ERRORS = SDKErrors(
+    base=(anthropic.AnthropicError,),
+    authentication=(anthropic.AuthenticationError, anthropic.PermissionDeniedError),
+    rate_limit=(anthropic.RateLimitError,),
+    timeout=(anthropic.APITimeoutError,),
+    connection=(anthropic.APIConnectionError,),
+)
+
+#: Anthropic's stop reasons in the OpenAI words the rest of recursor uses; others pass through
+_FINISH = {"end_turn": "stop", "max_tokens": "length"}
+
+
+def default_max_tokens(model: str) -> int:
+    """``max_tokens`` is required by the API. 8192 fits every Claude from 3.5 on and leaves
+    room for long code cells; the Claude 3 originals cap output at 4096."""
+    legacy = ("claude-3-opus", "claude-3-sonnet", "claude-3-haiku")
+    return 4096 if model.startswith(legacy) else 8192
+
+
+def to_anthropic(messages: list[Message]) -> tuple[str | None, list[dict[str, str]]]:
+    """``(system, turns)`` for the Messages API from an OpenAI-style chat.
+
+    Every system message goes into ``system`` (joined by blank lines, in order); any other
+    non-assistant role counts as the user's. Consecutive turns of one role are joined.
+    """
+    system: list[str] = []
+    turns: list[dict[str, str]] = []
+    for message in messages:
+        content = message.get("content") or ""
+        if message.get("role") == "system":
+            system.append(content)
+            continue
+        role = "assistant" if message.get("role") == "assistant" else "user"
+        if turns and turns[-1]["role"] == role:
+            turns[-1] = {"role": role, "content": f"{turns[-1]['content']}\n\n{content}"}
+        else:
+            turns.append({"role": role, "content": content})
+    return ("\n\n".join(system) if system else None), turns
+
+
+def parse_message(
+    lm_name: str, messages: list[Message], response: Any, pricing: Pricing | None
+) -> Completion:
+    """A :class:`Completion` from a Messages API response."""
+    blocks = getattr(response, "content", None)
+    if not isinstance(blocks, list):
+        raise BadResponseError(f"{lm_name}: the response has no content blocks")
+    # text blocks only: thinking / redacted_thinking (and tool blocks) are not the answer
+    text = "".join(
+        block.text
+        for block in blocks
+        if getattr(block, "type", None) == "text" and isinstance(getattr(block, "text", None), str)
+    )
+    stop_reason = getattr(response, "stop_reason", None)
+    finish = _FINISH.get(stop_reason, stop_reason) if isinstance(stop_reason, str) else None
+    usage = getattr(response, "usage", None)
+    input_tokens = int_or_none(getattr(usage, "input_tokens", None))
+    if input_tokens is not None:
+        # cached prompt tokens are reported apart from input_tokens; they were still read
+        for extra in ("cache_creation_input_tokens", "cache_read_input_tokens"):
+            input_tokens += int_or_none(getattr(usage, extra, None)) or 0
+    output_tokens = int_or_none(getattr(usage, "output_tokens", None))
+    return Completion(
+        text, call_usage(messages, text, input_tokens, output_tokens, pricing), finish
+    )
+
+
+class AnthropicLM(SDKClientLM[anthropic.Anthropic, anthropic.AsyncAnthropic]):
+    """A Claude model. Thread-safe; one SDK client pair per object, closed as for
+    :class:`recursor.lm.openai.OpenAILM`."""
+
+    provider = "anthropic"
+    key_env = "ANTHROPIC_API_KEY"
+    base_url_env = "ANTHROPIC_BASE_URL"
+    errors = ANTHROPIC_ERRORS
+
+    def _new_sync_client(self, kwargs: dict[str, Any]) -> anthropic.Anthropic:
+        return anthropic.Anthropic(**kwargs)
+
+    def _new_async_client(self, kwargs: dict[str, Any]) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(**kwargs)
+
+    def _request(self, messages: list[Message]) -> dict[str, Any]:
+        opts = self.options
+        system, turns = to_anthropic(messages)
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": turns,
+            "max_tokens": opts.max_tokens or default_max_tokens(self.model),
+        }
+        if system is not None:
+            request["system"] = system
+        if opts.temperature is not None:
+            request["temperature"] = opts.temperature
+        if opts.extra_body:
+            request["extra_body"] = dict(opts.extra_body)
+        return request
+
+    def _send(self, request: dict[str, Any]) -> Any:
+        return self._clients.sync().messages.create(**request)
+
+    async def _asend(self, request: dict[str, Any]) -> Any:
+        client = await self._clients.async_()
+        return await client.messages.create(**request)
+
+    def _parse(self, messages: list[Message], response: Any) -> Completion:
+        return parse_message(self.name, messages, response, self.pricing)
+
+
+def create(model: str, **kw: Unpack[RemoteKwargs]) -> AnthropicLM:
+    """The LM for ``anthropic:<model>`` (what :func:`recursor.lm.registry.resolve_lm` calls).
+
+    Keywords as for :func:`recursor.lm.openai.create`; ``max_tokens`` defaults to
+    :func:`default_max_tokens` because the API requires it.
+    """
+    return AnthropicLM.from_kwargs(model, **kw)
