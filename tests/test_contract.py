@@ -142,7 +142,9 @@ def test_unclosed_fence_is_explained(env: str) -> None:
 
 
 def test_final_var_text_for_missing_variable(env: str) -> None:
-    root = ScriptedLM(["FINAL_VAR(nothing_here)", code("nothing_here = 'now'"), "FINAL_VAR(nothing_here)"])
+    root = ScriptedLM(
+        ["FINAL_VAR(nothing_here)", code("nothing_here = 'now'"), "FINAL_VAR(nothing_here)"]
+    )
     result = make_rlm(env, root).completion("q", context="c")
     assert result.answer == "now"
     assert "named no variable" in root.calls[1][-1]["content"]
@@ -169,7 +171,10 @@ def test_one_megabyte_print_is_cut(env: str) -> None:
 
 def test_output_budget_shared_across_streams_and_configurable(env: str) -> None:
     root = ScriptedLM(
-        [code("import sys\nprint('o' * 50_000)\nprint('e' * 50_000, file=sys.stderr)\n1/0"), "FINAL(x)"]
+        [
+            code("import sys\nprint('o' * 50_000)\nprint('e' * 50_000, file=sys.stderr)\n1/0"),
+            "FINAL(x)",
+        ]
     )
     rlm = make_rlm(env, root, limits=Limits(max_output_chars=5_000, cell_timeout_s=10))
     result = rlm.completion("q", context="c")
@@ -198,7 +203,10 @@ def test_depth_two_child_rlm(env: str) -> None:
     )
     child_and_leaf = FunctionLM(
         lambda m: (
-            code("import re\nv = re.search(r'SECRET=(\\d+)', context).group(1)\nFINAL(llm_query('double ' + v))")
+            code(
+                "import re\nv = re.search(r'SECRET=(\\d+)', context).group(1)\n"
+                "FINAL(llm_query('double ' + v))"
+            )
             if m[0]["role"] == "system"
             else str(2 * int(m[-1]["content"].split()[-1]))
         ),
@@ -237,7 +245,14 @@ def test_models_by_depth(env: str) -> None:
 
 def test_named_model_and_unknown_model(env: str) -> None:
     root = ScriptedLM(
-        [code("a = llm_query('x', model='fast')\ntry:\n    llm_query('x', model='nope')\nexcept Exception as e:\n    b = type(e).__name__\nFINAL(a + b)")]
+        [
+            code(
+                "a = llm_query('x', model='fast')\n"
+                "try:\n    llm_query('x', model='nope')\n"
+                "except Exception as e:\n    b = type(e).__name__\n"
+                "FINAL(a + b)"
+            )
+        ]
     )
     fast = FunctionLM(lambda m: "F", name="fast-model")
     rlm = make_rlm(env, root, FunctionLM(lambda m: "S"), models={"fast": fast})
@@ -266,7 +281,9 @@ def test_subcall_budget_stops_a_batch(env: str) -> None:
 
 def test_token_budget_stops_the_run(env: str) -> None:
     root = ScriptedLM([code("x = 1")] * 10)
-    result = make_rlm(env, root, limits=Limits(max_tokens=2_000, cell_timeout_s=10)).completion("q", context="c")
+    result = make_rlm(env, root, limits=Limits(max_tokens=2_000, cell_timeout_s=10)).completion(
+        "q", context="c"
+    )
     assert result.stop_reason == "budget"
     assert result.answer is None
     assert result.error is not None and result.error.limit == "max_tokens"
@@ -277,7 +294,9 @@ def test_cost_budget(env: str) -> None:
     from recursor import Pricing
 
     root = ScriptedLM([code("x = 1")] * 10, pricing=Pricing(1_000.0, 1_000.0))
-    result = make_rlm(env, root, limits=Limits(max_cost_usd=1.0, cell_timeout_s=10)).completion("q", context="c")
+    result = make_rlm(env, root, limits=Limits(max_cost_usd=1.0, cell_timeout_s=10)).completion(
+        "q", context="c"
+    )
     assert result.stop_reason == "budget"
     assert result.error is not None and result.error.limit == "max_cost_usd"
     assert result.usage.total.cost_usd is not None and result.usage.total.cost_usd >= 1.0
@@ -285,14 +304,18 @@ def test_cost_budget(env: str) -> None:
 
 def test_max_iterations_last_call_can_finish(env: str) -> None:
     root = ScriptedLM([code("x = 'late'"), code("y = 2"), "FINAL_VAR(x)"])
-    result = make_rlm(env, root, limits=Limits(max_iterations=2, cell_timeout_s=10)).completion("q", context="c")
+    result = make_rlm(env, root, limits=Limits(max_iterations=2, cell_timeout_s=10)).completion(
+        "q", context="c"
+    )
     assert result.answer == "late" and result.stop_reason == "final"
     assert "no turns left" in root.calls[2][-1]["content"]
 
 
 def test_max_iterations_without_answer(env: str) -> None:
     root = ScriptedLM([code("x = 1"), code("x = 2"), "still thinking"])
-    result = make_rlm(env, root, limits=Limits(max_iterations=2, cell_timeout_s=10)).completion("q", context="c")
+    result = make_rlm(env, root, limits=Limits(max_iterations=2, cell_timeout_s=10)).completion(
+        "q", context="c"
+    )
     assert result.stop_reason == "max_iterations" and result.answer is None
     assert result.iterations == 2
     root.assert_complete()
@@ -321,7 +344,10 @@ def test_infinite_loop_is_interrupted_and_state_survives(env: str) -> None:
 
 
 def test_cell_that_swallows_interrupts_is_killed(env: str) -> None:
-    body = "x = 1\nwhile True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass"
+    body = (
+        "x = 1\nwhile True:\n    try:\n        while True:\n            pass\n"
+        "    except BaseException:\n        pass"
+    )
     root = ScriptedLM([code(body), code("FINAL(str('x' in dir()))")])
     rlm = make_rlm(env, root, limits=Limits(cell_timeout_s=1))
     t0 = time.monotonic()
@@ -362,7 +388,9 @@ def test_run_timeout_while_root_model_hangs(env: str) -> None:
 def test_acompletion_matches_completion(env: str) -> None:
     replies = [code("n = len(context)"), code("FINAL(llm_query('x: ' + str(n)))")]
     sync = make_rlm(env, ScriptedLM(replies), upper_sub()).completion("q", context="abcd")
-    result = asyncio.run(make_rlm(env, ScriptedLM(replies), upper_sub()).acompletion("q", context="abcd"))
+    result = asyncio.run(
+        make_rlm(env, ScriptedLM(replies), upper_sub()).acompletion("q", context="abcd")
+    )
     assert result.answer == sync.answer == "4"
     assert result.usage.total == sync.usage.total
     assert [type(e) for e in result.trace] == [type(e) for e in sync.trace]
@@ -434,7 +462,9 @@ def test_scripted_lm_exhaustion_is_loud(env: str) -> None:
         make_rlm(env, ScriptedLM([code("x = 1")])).completion("q", context="c")
     sub = ScriptedLM([], name="sub")
     with pytest.raises(ScriptExhausted):
-        make_rlm(env, ScriptedLM([code("llm_query('x')"), "FINAL(x)"]), sub).completion("q", context="c")
+        make_rlm(env, ScriptedLM([code("llm_query('x')"), "FINAL(x)"]), sub).completion(
+            "q", context="c"
+        )
 
 
 def test_trace_events_and_jsonl(env: str, tmp_path: Path) -> None:

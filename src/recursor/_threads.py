@@ -28,9 +28,11 @@ async def in_daemon_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -
             future.set_exception(value)
 
     def target() -> None:
+        ok: bool
+        value: Any
         try:
             result = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+        except BaseException as exc:
             ok, value = False, exc
         else:
             ok, value = True, result

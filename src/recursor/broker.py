@@ -25,8 +25,8 @@ from recursor.errors import (
     SubcallError,
     SubcallLimitExceeded,
 )
-from recursor.lm.base import LM
 from recursor.limits import Ledger
+from recursor.lm.base import LM
 from recursor.sandbox.base import SubcallRequest, SubcallResponse
 from recursor.trace import SubcallMade, Trace
 from recursor.usage import Usage, estimate_tokens

@@ -59,7 +59,11 @@ class ContextMeta:
         if self.n_items is not None:
             lines.append(f"items: {self.n_items:,}")
             if self.keys:
-                more = "" if self.n_items <= len(self.keys) else f" … ({self.n_items - len(self.keys):,} more)"
+                more = (
+                    ""
+                    if self.n_items <= len(self.keys)
+                    else f" … ({self.n_items - len(self.keys):,} more)"
+                )
                 lines.append(f"keys: {self.keys!r}{more}")
             if self.item_lengths:
                 more = (
@@ -70,7 +74,8 @@ class ContextMeta:
                 lines.append(f"item lengths (characters): {self.item_lengths}{more}")
         if self.decode_errors:
             lines.append(
-                "note: the raw bytes were not valid UTF-8; invalid sequences were replaced by U+FFFD"
+                "note: the raw bytes were not valid UTF-8; "
+                "invalid sequences were replaced by U+FFFD"
             )
         if self.total_chars == 0:
             lines.append("note: the context is empty")
@@ -189,7 +194,7 @@ class Context:
         return f"file {os.fspath(self._raw)}" if isinstance(self._raw, os.PathLike) else None
 
     def value(self) -> tuple[Any, bool]:
-        """The value a REPL in this process binds to ``context``, and whether bytes were replaced."""
+        """The value a REPL in this process binds to ``context``; whether bytes were replaced."""
         raw = self._raw
         if isinstance(raw, os.PathLike):
             return read_text_file(raw)
@@ -203,8 +208,9 @@ class Context:
             return self._file
         raw = self._raw
         if isinstance(raw, os.PathLike):
-            self._file = (os.fspath(raw), "text")
-            return self._file
+            given: tuple[str, ContextKind] = (os.fspath(raw), "text")
+            self._file = given
+            return given
         import tempfile  # host only; the worker never writes a context
 
         fd, path = tempfile.mkstemp(prefix="recursor-ctx-", suffix=".txt")
@@ -219,12 +225,18 @@ class Context:
                     try:
                         f.write(json.dumps(raw, ensure_ascii=False).encode("utf-8"))
                     except (TypeError, ValueError) as exc:
-                        raise ContextError(f"a list/dict context must be JSON-serializable: {exc}") from exc
+                        raise ContextError(
+                            f"a list/dict context must be JSON-serializable: {exc}"
+                        ) from exc
         except BaseException:
             self.close()
             raise
-        self._file = (path, "text" if isinstance(raw, str | bytes | bytearray) else "json")
-        return self._file
+        written: tuple[str, ContextKind] = (
+            path,
+            "text" if isinstance(raw, str | bytes | bytearray) else "json",
+        )
+        self._file = written
+        return written
 
     def close(self) -> None:
         """Remove the temporary file, if one was written."""

@@ -16,8 +16,8 @@ from typing import Any
 from recursor import prompts
 from recursor.context import ContextMeta
 from recursor.errors import LimitExceeded, RecursorError, ScriptExhausted
-from recursor.lm.base import Completion, Message
 from recursor.limits import Ledger
+from recursor.lm.base import Completion, Message
 from recursor.protocol import parse_reply
 from recursor.sandbox.base import CellResult
 from recursor.trace import CellRan, LimitHit, ModelCalled, Trace
@@ -112,7 +112,9 @@ class Engine:
         except RecursorError as exc:
             return self._outcome(None, "error", exc)
 
-    def _outcome(self, answer: str | None, reason: str, error: RecursorError | None = None) -> Outcome:
+    def _outcome(
+        self, answer: str | None, reason: str, error: RecursorError | None = None
+    ) -> Outcome:
         return Outcome(answer, reason, self.iterations, error, self.messages)
 
     def _call_model(self) -> Generator[Action, Any, str]:

@@ -78,7 +78,7 @@ class Ledger:
         return None if self.deadline is None else max(0.0, self.deadline - self._clock())
 
     def cell_deadline(self) -> tuple[float | None, bool]:
-        """The clock time a cell must end by, and whether the run deadline (not the cell's) sets it."""
+        """The clock time a cell must end by; whether the run deadline (not the cell's) sets it."""
         now = self._clock()
         cell = None if self.limits.cell_timeout_s is None else now + self.limits.cell_timeout_s
         run = self.deadline

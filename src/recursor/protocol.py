@@ -89,7 +89,7 @@ def _balanced(text: str, start: int) -> str:
 
 
 def _literal_text(inner: str) -> str:
-    """``FINAL("Paris")`` -> ``Paris``; ``FINAL(42)`` -> ``42``; ``FINAL(the answer)`` -> as written."""
+    """``FINAL("Paris")`` -> ``Paris``; ``FINAL(42)`` -> ``42``; ``FINAL(an answer)`` as written."""
     stripped = inner.strip()
     try:
         value = ast.literal_eval(stripped)
@@ -146,7 +146,11 @@ class CappedText:
             return head + "".join(self._tail)
         if budget <= 0:
             return ""
-        whole_tail = head[-self.limit :] + "".join(self._tail) if self._tail_len < self.limit else "".join(self._tail)
+        whole_tail = (
+            head[-self.limit :] + "".join(self._tail)
+            if self._tail_len < self.limit
+            else "".join(self._tail)
+        )
         marker = cut_marker(self.total)
         keep = max(0, budget - len(marker))
         h = keep // 2

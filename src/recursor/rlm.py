@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
@@ -23,9 +22,9 @@ from recursor.errors import (
     RunTimeout,
     ScriptExhausted,
 )
+from recursor.limits import Ledger, Limits
 from recursor.lm.base import LM, Completion
 from recursor.lm.registry import DEFAULT_MODEL, resolve_lm
-from recursor.limits import Ledger, Limits
 from recursor.sandbox import resolve_environment
 from recursor.sandbox.base import Environment, Session, SessionSpec
 from recursor.trace import RunFinished, RunStarted, Sink, Trace
@@ -36,7 +35,7 @@ T = TypeVar("T")
 
 @dataclass(slots=True)
 class RLMResult:
-    """What ``completion`` returns. ``answer`` is None when the run did not finish by the protocol."""
+    """What ``completion`` returns; ``answer`` is None unless the run finished by the protocol."""
 
     answer: str | None
     stop_reason: str  # "final" | "max_iterations" | "budget" | "timeout" | "error"
@@ -127,7 +126,9 @@ class _Tree:
         self.fatal: list[BaseException] = []
         self.cancel = threading.Event()
 
-    def node(self, query: str, context: ContextInput, *, depth: int, parent_id: str | None) -> _Node:
+    def node(
+        self, query: str, context: ContextInput, *, depth: int, parent_id: str | None
+    ) -> _Node:
         return _Node(self, query, Context(context), depth, parent_id)
 
     def result(self, node: _Node, outcome: Outcome) -> RLMResult:
@@ -155,7 +156,9 @@ class _Tree:
 class _Node:
     """One RLM of the tree (the root or a child): its REPL session and its engine."""
 
-    def __init__(self, tree: _Tree, query: str, context: Context, depth: int, parent_id: str | None) -> None:
+    def __init__(
+        self, tree: _Tree, query: str, context: Context, depth: int, parent_id: str | None
+    ) -> None:
         self.tree = tree
         self.query = query
         self.context = context
@@ -222,7 +225,9 @@ class _Node:
         )
 
     def _run_child(self, prompt: str, context: Any, depth: int) -> tuple[str | None, str, str]:
-        node = self.tree.node(prompt, prompt if context is None else context, depth=depth, parent_id=self.run_id)
+        node = self.tree.node(
+            prompt, prompt if context is None else context, depth=depth, parent_id=self.run_id
+        )
         try:
             node.open()
             outcome = _drive_sync(node)
@@ -245,7 +250,9 @@ class _Node:
                 iterations=outcome.iterations,
                 usage=self.tree.ledger.report().to_dict() if self.depth == 0 else {},
                 elapsed_s=self.tree.ledger.elapsed(),
-                error=None if outcome.error is None else f"{type(outcome.error).__name__}: {outcome.error}",
+                error=None
+                if outcome.error is None
+                else f"{type(outcome.error).__name__}: {outcome.error}",
             )
         )
         return outcome
@@ -281,7 +288,7 @@ def _call_with_deadline(fn: Callable[[], T], remaining: float | None, ledger: Le
     def target() -> None:
         try:
             box.append((True, fn()))
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+        except BaseException as exc:
             box.append((False, exc))
 
     t = threading.Thread(target=target, daemon=True)
@@ -300,9 +307,13 @@ def _perform_sync(node: _Node, action: Action) -> Any:
     assert session is not None
     if isinstance(action, CallModel):
         messages = action.messages
-        return _call_with_deadline(lambda: node.lm.complete(messages), node.tree.ledger.remaining(), node.tree.ledger)
+        return _call_with_deadline(
+            lambda: node.lm.complete(messages), node.tree.ledger.remaining(), node.tree.ledger
+        )
     if isinstance(action, RunCell):
-        return session.run(action.code, deadline=node.cell_deadline(), output_limit=action.output_limit)
+        return session.run(
+            action.code, deadline=node.cell_deadline(), output_limit=action.output_limit
+        )
     return session.get_var(action.name, deadline=node.cell_deadline())
 
 
@@ -318,7 +329,10 @@ async def _perform_async(node: _Node, action: Action) -> Any:
             raise _timeout(node.tree.ledger) from None
     if isinstance(action, RunCell):
         return await in_daemon_thread(
-            session.run, action.code, deadline=node.cell_deadline(), output_limit=action.output_limit
+            session.run,
+            action.code,
+            deadline=node.cell_deadline(),
+            output_limit=action.output_limit,
         )
     assert isinstance(action, ReadVar)
     return await in_daemon_thread(session.get_var, action.name, deadline=node.cell_deadline())
@@ -339,7 +353,7 @@ def _drive_sync(node: _Node) -> Outcome:
             value = _perform_sync(node, action)
         except ScriptExhausted:
             raise
-        except Exception as exc:  # noqa: BLE001 - typed and thrown into the engine
+        except Exception as exc:
             error = _as_recursor_error(exc)
         node.check_fatal()
 
@@ -359,6 +373,6 @@ async def _drive_async(node: _Node) -> Outcome:
             value = await _perform_async(node, action)
         except ScriptExhausted:
             raise
-        except Exception as exc:  # noqa: BLE001 - typed and thrown into the engine
+        except Exception as exc:
             error = _as_recursor_error(exc)
         node.check_fatal()

@@ -89,5 +89,7 @@ class FunctionLM(SyncLM):
             self.calls += 1
         reply = self._fn(messages)
         if not isinstance(reply, str):
-            raise TypeError(f"FunctionLM {self.name!r}: fn returned {type(reply).__name__}, not str")
+            raise TypeError(
+                f"FunctionLM {self.name!r}: fn returned {type(reply).__name__}, not str"
+            )
         return Completion(reply, fake_usage(messages, reply, self.pricing), "stop")

@@ -51,13 +51,13 @@ def parse_chat_completion(
         why = f"refused: {refusal}" if refusal else f"finish_reason={finish_reason!r}"
         raise BadResponseError(f"{lm_name}: the reply has no text content ({why})")
     usage = getattr(response, "usage", None)
-    usage_of_call = call_usage(
-        messages,
-        text,
-        int_or_none(getattr(usage, "prompt_tokens", None)),
-        int_or_none(getattr(usage, "completion_tokens", None)),
-        pricing,
-    )
+    input_tokens = int_or_none(getattr(usage, "prompt_tokens", None))
+    output_tokens = int_or_none(getattr(usage, "completion_tokens", None))
+    if not input_tokens:
+        # No real prompt is 0 tokens: a zero means "not counted" (litellm fills in zeros for a
+        # server that sent no usage), so both counts are estimated instead.
+        input_tokens = output_tokens = None
+    usage_of_call = call_usage(messages, text, input_tokens, output_tokens, pricing)
     reason = finish_reason if isinstance(finish_reason, str) else None
     return Completion(text, usage_of_call, reason)
 

@@ -84,7 +84,9 @@ def format_cell(index: int, cell: CellResult) -> str:
     return "\n".join(parts)
 
 
-def observation(cells: list[CellResult], extra: list[str], iteration: int, s: PromptSettings) -> str:
+def observation(
+    cells: list[CellResult], extra: list[str], iteration: int, s: PromptSettings
+) -> str:
     body = "\n\n".join([format_cell(i + 1, c) for i, c in enumerate(cells)] + extra)
     return template("observation", s.version).substitute(
         cells=body, iteration=iteration, max_iterations=s.max_iterations

@@ -27,7 +27,17 @@ _EXPORTS = {
     "WorkerLimits": "recursor.sandbox.subprocess",
 }
 
-__all__ = [*_EXPORTS, "ENVIRONMENTS", "resolve_environment"]
+__all__ = [
+    "ENVIRONMENTS",
+    "CellResult",
+    "Environment",
+    "InProcessEnvironment",
+    "Session",
+    "SessionSpec",
+    "SubprocessEnvironment",
+    "WorkerLimits",
+    "resolve_environment",
+]
 
 
 def resolve_environment(spec: str | Environment) -> Environment:

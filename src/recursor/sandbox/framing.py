@@ -20,7 +20,9 @@ MAX_FRAME = 1 << 30
 
 
 def encode(obj: dict[str, Any]) -> bytes:
-    body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8", "surrogatepass"
+    )
     if len(body) > MAX_FRAME:
         raise ProtocolError(f"frame of {len(body):,} bytes exceeds the {MAX_FRAME:,}-byte limit")
     return body

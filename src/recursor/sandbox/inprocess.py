@@ -36,7 +36,9 @@ class InProcessEnvironment:
 def _raise_in_thread(thread: threading.Thread) -> None:
     ident = thread.ident
     if ident is not None:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(CellInterrupted))
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(ident), ctypes.py_object(CellInterrupted)
+        )
 
 
 class InProcessSession:
@@ -60,7 +62,7 @@ class InProcessSession:
         def work() -> None:
             try:
                 fut.set_result(self._spec.handler(request))
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting cell
+            except BaseException as exc:
                 fut.set_exception(exc)
 
         threading.Thread(target=work, daemon=True).start()
@@ -73,7 +75,9 @@ class InProcessSession:
     def run(self, code: str, *, deadline: float | None, output_limit: int) -> CellResult:
         box: list[CellResult] = []
         repl = self._repl
-        thread = threading.Thread(target=lambda: box.append(repl.execute(code, output_limit)), daemon=True)
+        thread = threading.Thread(
+            target=lambda: box.append(repl.execute(code, output_limit)), daemon=True
+        )
         thread.start()
         thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if not thread.is_alive():

@@ -34,7 +34,7 @@ RESERVED = (
 )
 
 
-class CellInterrupted(BaseException):  # noqa: N818 - a control-flow signal, not an error
+class CellInterrupted(BaseException):
     """Raised into a running cell when its time is up.
 
     A BaseException so that model code's ``except Exception`` does not swallow it.
@@ -82,10 +82,10 @@ def _routes() -> tuple[_Route, _Route]:
     """Install the routes once (again if someone replaced sys.stdout since)."""
     with _route_lock:
         if not isinstance(sys.stdout, _Route):
-            sys.stdout = _Route(sys.stdout)  # type: ignore[assignment]
+            sys.stdout = _Route(sys.stdout)
         if not isinstance(sys.stderr, _Route):
-            sys.stderr = _Route(sys.stderr)  # type: ignore[assignment]
-        return sys.stdout, sys.stderr  # type: ignore[return-value]
+            sys.stderr = _Route(sys.stderr)
+        return sys.stdout, sys.stderr
 
 
 @contextmanager
@@ -246,7 +246,7 @@ class Repl:
                 )
             except SyntaxError as exc:
                 error = "".join(traceback.format_exception_only(type(exc), exc))
-            except BaseException as exc:  # noqa: BLE001 - model code may raise anything, SystemExit too
+            except BaseException as exc:
                 error = _cell_traceback(exc)
         duration = time.perf_counter() - t0
         notes = self._restore_reserved()
@@ -272,7 +272,8 @@ class Repl:
         tree = ast.parse(code, filename=filename, mode="exec")
         last: ast.Expression | None = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
+            last = ast.Expression(tree.body[-1].value)
+            tree.body.pop()
         exec(compile(tree, filename, "exec"), self.ns)
         if last is not None:
             value = eval(compile(last, filename, "eval"), self.ns)

@@ -53,7 +53,10 @@ class WorkerLimits:
 
 
 class SubprocessEnvironment:
-    """Each session is one worker process. ``grace_s``: how long an interrupted cell may take to stop."""
+    """Each session is one worker process.
+
+    ``grace_s``: how long an interrupted cell may take to stop before its process group is killed.
+    """
 
     name = "subprocess"
 
@@ -137,7 +140,9 @@ class WorkerSession:
 
         self._channel = Channel(from_worker_r, to_worker_w)
         self._events = queue.Queue()
-        threading.Thread(target=self._read_loop, args=(self._channel, self._events), daemon=True).start()
+        threading.Thread(
+            target=self._read_loop, args=(self._channel, self._events), daemon=True
+        ).start()
         path, kind = self._spec.context.file()
         self._channel.send(
             {
@@ -238,7 +243,11 @@ class WorkerSession:
                 self._serve(token, SubcallRequest.from_dict(payload["request"]))
             elif kind == "subcall_done" and payload in pending:
                 self._channel.send(
-                    {"op": "subcall_result", "id": pending.pop(payload), "response": extra.to_dict()}
+                    {
+                        "op": "subcall_result",
+                        "id": pending.pop(payload),
+                        "response": extra.to_dict(),
+                    }
                 )
             elif kind in ("eof", "broken"):
                 return self._lost(f"the REPL process died ({self._crash_detail()})", output_limit)
@@ -247,7 +256,7 @@ class WorkerSession:
         def work() -> None:
             try:
                 response = self._spec.handler(request)
-            except Exception as exc:  # noqa: BLE001 - becomes the model's error, typed by name
+            except Exception as exc:
                 response = SubcallResponse.failure(
                     len(request.prompts), f"{type(exc).__name__}: {exc}", type(exc).__name__
                 )
@@ -258,8 +267,12 @@ class WorkerSession:
     def _interrupt(self, pending: dict[int, int], output_limit: int) -> CellResult:
         """The deadline passed: cancel its sub-calls, SIGINT, then kill if it does not yield."""
         for ident in pending.values():
-            cancelled = SubcallResponse.failure(1, "cancelled: the cell ran out of time", "CellTimeout")
-            self._channel.send({"op": "subcall_result", "id": ident, "response": cancelled.to_dict()})
+            cancelled = SubcallResponse.failure(
+                1, "cancelled: the cell ran out of time", "CellTimeout"
+            )
+            self._channel.send(
+                {"op": "subcall_result", "id": ident, "response": cancelled.to_dict()}
+            )
         pending.clear()
         try:
             os.kill(self.pid, signal.SIGINT)
@@ -276,11 +289,19 @@ class WorkerSession:
                 cell.timed_out = True
                 return cell
             if kind == "frame" and payload["op"] == "subcall":
-                refused = SubcallResponse.failure(1, "cancelled: the cell ran out of time", "CellTimeout")
-                self._channel.send({"op": "subcall_result", "id": payload["id"], "response": refused.to_dict()})
+                refused = SubcallResponse.failure(
+                    1, "cancelled: the cell ran out of time", "CellTimeout"
+                )
+                self._channel.send(
+                    {"op": "subcall_result", "id": payload["id"], "response": refused.to_dict()}
+                )
             elif kind in ("eof", "broken"):
                 break
-        cell = self._lost("the cell ran past its time limit and did not stop when interrupted; the REPL was killed", output_limit)
+        cell = self._lost(
+            "the cell ran past its time limit and did not stop when interrupted; "
+            "the REPL was killed",
+            output_limit,
+        )
         cell.timed_out = True
         return cell
 

@@ -24,10 +24,10 @@ from typing import Any
 if __name__ == "__main__":  # run as a file: make the package importable without PYTHONPATH
     sys.path[0] = str(Path(__file__).resolve().parents[2])
 
-from recursor import context as ctx  # noqa: E402
-from recursor.sandbox.base import SubcallRequest, SubcallResponse  # noqa: E402
-from recursor.sandbox.framing import Channel  # noqa: E402
-from recursor.sandbox.repl import CellInterrupted, Repl  # noqa: E402
+from recursor import context as ctx
+from recursor.sandbox.base import SubcallRequest, SubcallResponse
+from recursor.sandbox.framing import Channel
+from recursor.sandbox.repl import CellInterrupted, Repl
 
 _RLIMITS = {
     "address_space_bytes": resource.RLIMIT_AS,
@@ -90,7 +90,7 @@ class Worker:
             apply_rlimits(init.get("rlimits", {}))
             value, bad = ctx.load(init["context_path"], init["context_kind"])
             meta = ctx.describe(value, decode_errors=bad, source=init.get("source"))
-        except Exception as exc:  # noqa: BLE001 - reported to the host, which raises a typed error
+        except Exception as exc:
             self.channel.send({"op": "fatal", "error": f"{type(exc).__name__}: {exc}"})
             return
         self.repl = Repl(value, self.call_host, own_process=True)

@@ -26,8 +26,8 @@ __all__ = [
     "ModelCalled",
     "RunFinished",
     "RunStarted",
-    "SubcallMade",
     "Sink",
+    "SubcallMade",
     "Trace",
 ]
 
