@@ -94,6 +94,10 @@ def _literal_text(inner: str) -> str:
     try:
         value = ast.literal_eval(stripped)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        # Not Python (a quoted string spanning lines, say): drop the quotes, keep the words.
+        if len(stripped) >= 2 and stripped[0] == stripped[-1] and stripped[0] in "\"'":
+            q = stripped[0]
+            return stripped[1:-1].replace("\\" + q, q)
         return stripped
     return value if isinstance(value, str) else str(value)
 
