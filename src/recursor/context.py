@@ -12,7 +12,6 @@ import json
 import mmap
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from recursor.errors import ContextError
@@ -174,9 +173,8 @@ class Context:
         if raw is None:
             raw = ""
         if isinstance(raw, os.PathLike):
-            p = Path(raw)
-            if not p.is_file():
-                raise ContextError(f"context path {str(p)!r} is not a readable file")
+            if not os.path.isfile(raw):
+                raise ContextError(f"context path {os.fspath(raw)!r} is not a readable file")
         elif isinstance(raw, list | dict):
             if isinstance(raw, dict) and not all(isinstance(k, str) for k in raw):
                 raise ContextError("a dict context must have str keys")

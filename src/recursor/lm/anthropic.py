@@ -114,10 +114,13 @@ class AnthropicLM(SDKClientLM[anthropic.Anthropic, anthropic.AsyncAnthropic]):
         }
         if system is not None:
             request["system"] = system
+        extra = dict(opts.extra_body or {})
         if opts.temperature is not None:
-            request["temperature"] = opts.temperature
-        if opts.extra_body:
-            request["extra_body"] = dict(opts.extra_body)
+            # in the body, not as a keyword: anthropic SDK 2.x dropped the keyword from
+            # messages.create while the API (for the models that allow it) still takes it
+            extra.setdefault("temperature", opts.temperature)
+        if extra:
+            request["extra_body"] = extra
         return request
 
     def _send(self, request: dict[str, Any]) -> Any:

@@ -22,6 +22,7 @@ import threading
 from types import ModuleType
 from typing import Any, Unpack
 
+from recursor.errors import LMError
 from recursor.lm import pricing as price_table
 from recursor.lm._remote import RemoteKwargs, RemoteLM, SDKErrors
 from recursor.lm.base import Completion, Message
@@ -34,6 +35,9 @@ if importlib.util.find_spec("litellm") is None:  # pragma: no cover - depends on
 from recursor.lm.openai import OPENAI_ERRORS, parse_chat_completion
 
 __all__ = ["LiteLLMLM", "create"]
+
+#: how far down an exception's cause chain we look for the error litellm wrapped
+_MAX_CHAIN = 8
 
 _import_lock = threading.Lock()
 _module: ModuleType | None = None
@@ -77,6 +81,17 @@ class LiteLLMLM(RemoteLM):
         return dataclasses.replace(
             OPENAI_ERRORS, context_window=(_litellm().ContextWindowExceededError,)
         )
+
+    def _map(self, exc: BaseException) -> LMError:
+        # litellm reports an unreachable server as a 500 InternalServerError; the openai
+        # APIConnectionError it wrapped is still down the chain, so map from that one
+        errors = self._sdk_errors()
+        cause: BaseException | None = exc
+        for _ in range(_MAX_CHAIN):
+            if cause is None or isinstance(cause, errors.connection):
+                break
+            cause = cause.__cause__ or cause.__context__
+        return super()._map(cause if cause is not None else exc)
 
     def _default_pricing(self) -> Pricing | None:
         # "openai/gpt-4o-mini" -> our row for ("openai", "gpt-4o-mini")

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -29,6 +30,7 @@ from typing import IO, Any
 from recursor.context import ContextMeta
 from recursor.errors import ProtocolError, SandboxError, WorkerCrashed
 from recursor.sandbox.base import CellResult, SessionSpec, SubcallRequest, SubcallResponse
+from recursor.sandbox.framing import Channel
 
 WORKER_PATH = Path(__file__).with_name("worker.py")
 _MB = 1 << 20
@@ -52,10 +54,33 @@ class WorkerLimits:
         }
 
 
+@dataclass(slots=True)
+class Launched:
+    """A started worker process that has not been given its context yet."""
+
+    proc: subprocess.Popen[bytes]
+    channel: Channel
+    stderr: IO[bytes]
+    scratch: tempfile.TemporaryDirectory[str]
+
+    def discard(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+        self.channel.close()
+        self.stderr.close()
+        self.scratch.cleanup()
+
+
 class SubprocessEnvironment:
     """Each session is one worker process.
 
     ``grace_s``: how long an interrupted cell may take to stop before its process group is killed.
+    ``prestart``: keep one spare worker started ahead (it is generic until its ``init`` frame
+    names a context), so a completion does not wait for Python to start and import the worker.
     """
 
     name = "subprocess"
@@ -67,11 +92,81 @@ class SubprocessEnvironment:
         python: str = sys.executable,
         grace_s: float = 1.0,
         start_timeout_s: float = 60.0,
+        prestart: bool = True,
     ) -> None:
         self.limits = limits or WorkerLimits()
         self.python = python
         self.grace_s = grace_s
         self.start_timeout_s = start_timeout_s
+        self.prestart = prestart
+        self._spare: Launched | None = None
+        self._spare_lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, SubprocessEnvironment._drop_spare, [None])
+
+    def launch(self) -> Launched:
+        """Start a worker process: pipes, a new session, a scratch directory as its cwd."""
+        to_worker_r, to_worker_w = os.pipe()
+        from_worker_r, from_worker_w = os.pipe()
+        stderr = tempfile.TemporaryFile()
+        scratch = tempfile.TemporaryDirectory(prefix="recursor-repl-")
+        try:
+            proc = subprocess.Popen(
+                self.command(to_worker_r, from_worker_w),
+                pass_fds=(to_worker_r, from_worker_w),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                cwd=scratch.name,
+                env=self.worker_env(),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            for fd in (to_worker_w, from_worker_r):
+                os.close(fd)
+            stderr.close()
+            scratch.cleanup()
+            raise SandboxError(f"could not start the worker: {exc}") from exc
+        finally:
+            os.close(to_worker_r)
+            os.close(from_worker_w)
+        return Launched(proc, Channel(from_worker_r, to_worker_w), stderr, scratch)
+
+    def take(self) -> Launched:
+        """The spare worker if there is a live one, else a new one; then start the next spare."""
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and spare.proc.poll() is not None:
+            spare.discard()
+            spare = None
+        launched = spare or self.launch()
+        if self.prestart:
+            threading.Thread(target=self._refill, daemon=True).start()
+        return launched
+
+    def _refill(self) -> None:
+        try:
+            fresh = self.launch()
+        except SandboxError:
+            return
+        with self._spare_lock:
+            old, self._spare = self._spare, fresh
+            self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, SubprocessEnvironment._drop_spare, [fresh])
+        if old is not None:
+            old.discard()
+
+    @staticmethod
+    def _drop_spare(box: list[Launched | None]) -> None:
+        for launched in box:
+            if launched is not None:
+                launched.discard()
+
+    def close(self) -> None:
+        """Stop the spare worker (it also exits by itself when this process ends)."""
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.discard()
 
     def command(self, read_fd: int, write_fd: int) -> list[str]:
         return [self.python, "-I", str(WORKER_PATH), str(read_fd), str(write_fd)]
@@ -98,7 +193,7 @@ class WorkerSession:
         self._proc: subprocess.Popen[bytes] | None = None
         self._events: queue.Queue[_Event] = queue.Queue()
         self._stderr: IO[bytes] | None = None
-        self._scratch = tempfile.TemporaryDirectory(prefix="recursor-repl-")
+        self._launched: Launched | None = None
         self._meta: ContextMeta | None = None
         self._start()
 
@@ -114,31 +209,11 @@ class WorkerSession:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _start(self) -> None:
-        to_worker_r, to_worker_w = os.pipe()
-        from_worker_r, from_worker_w = os.pipe()
-        self._stderr = tempfile.TemporaryFile()
-        try:
-            self._proc = subprocess.Popen(
-                self._env.command(to_worker_r, from_worker_w),
-                pass_fds=(to_worker_r, from_worker_w),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=self._stderr,
-                cwd=self._scratch.name,
-                env=self._env.worker_env(),
-                start_new_session=True,
-            )
-        except OSError as exc:
-            for fd in (to_worker_r, to_worker_w, from_worker_r, from_worker_w):
-                os.close(fd)
-            raise SandboxError(f"could not start the worker: {exc}") from exc
-        finally:
-            if self._proc is not None:
-                os.close(to_worker_r)
-                os.close(from_worker_w)
-        from recursor.sandbox.framing import Channel
-
-        self._channel = Channel(from_worker_r, to_worker_w)
+        launched = self._env.take()
+        self._launched = launched
+        self._proc = launched.proc
+        self._channel = launched.channel
+        self._stderr = launched.stderr
         self._events = queue.Queue()
         threading.Thread(
             target=self._read_loop, args=(self._channel, self._events), daemon=True
@@ -193,18 +268,9 @@ class WorkerSession:
         return what + (f"; stderr: {tail}" if tail else "")
 
     def _kill(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait()
-        self._channel.close()
-        if self._stderr is not None:
-            self._stderr.close()
+        if self._launched is not None:
+            self._launched.discard()
+        self._launched = None
         self._proc = None
 
     def _restart(self) -> None:
@@ -212,14 +278,9 @@ class WorkerSession:
         self._start()
 
     def close(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            try:
-                self._channel.send({"op": "shutdown"})
-                self._proc.wait(timeout=0.5)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
+        # No graceful shutdown: the worker holds nothing worth saving, and waiting for an
+        # interpreter to finalize would cost more than the whole of a short completion.
         self._kill()
-        self._scratch.cleanup()
 
     # -- cells ----------------------------------------------------------------------------------
     def run(self, code: str, *, deadline: float | None, output_limit: int) -> CellResult:

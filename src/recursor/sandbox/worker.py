@@ -18,11 +18,10 @@ import os
 import resource
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 if __name__ == "__main__":  # run as a file: make the package importable without PYTHONPATH
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from recursor import context as ctx
 from recursor.sandbox.base import SubcallRequest, SubcallResponse

@@ -1,0 +1,100 @@
+"""Scaffold overhead of recursor with a zero-latency scripted model, per environment.
+
+Prints JSON and writes benchmarks/results/overhead.json:
+- per_iteration_ms: median extra wall time of one more root iteration (a reply with one small
+  cell and its observation), from runs of 1 and 1 + N iterations;
+- one_turn_completion_ms: median wall time of a whole completion whose single reply runs one
+  cell that calls FINAL (start-up, the cell, teardown), with a 0.2 s pause (not timed) between
+  completions, as any real model call gives the pre-started spare worker time to boot;
+- one_turn_back_to_back_ms: the same with no pause (the spare may still be booting);
+- one_turn_cold_ms (subprocess): the same with prestart=False (every worker boots on demand).
+
+Usage: python benchmarks/overhead.py [--repeats 15] [--iterations 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from recursor import RLM, Limits
+from recursor.sandbox import Environment, InProcessEnvironment, SubprocessEnvironment
+from recursor.testing import ScriptedLM
+
+CELL = "```repl\nx = len(context)\nprint(x)\n```"
+FINISH = "```repl\nFINAL(str(len(context)))\n```"
+
+
+def run_once(env: Environment, iterations: int) -> float:
+    replies = [CELL] * iterations + [FINISH]
+    rlm = RLM(ScriptedLM(replies), environment=env, limits=Limits(max_iterations=iterations + 5))
+    t0 = time.perf_counter()
+    result = rlm.completion("how long is the context?", context="x" * 10_000)
+    elapsed = time.perf_counter() - t0
+    assert result.answer == "10000", result
+    return elapsed
+
+
+def one_turn(env: Environment, pause: float = 0.0) -> float:
+    time.sleep(pause)
+    rlm = RLM(ScriptedLM(["```repl\nFINAL(str(len(context)))\n```"]), environment=env)
+    t0 = time.perf_counter()
+    result = rlm.completion("how long?", context="x" * 10_000)
+    elapsed = time.perf_counter() - t0
+    assert result.answer == "10000"
+    return elapsed
+
+
+def median_ms(values: list[float]) -> float:
+    return round(statistics.median(values) * 1000, 2)
+
+
+def measure(make: type[Environment], repeats: int, iterations: int) -> dict[str, float]:
+    env = make()
+    one_turn(env, 0.2)  # warm imports and caches
+    per_iter = []
+    for _ in range(repeats):
+        short = run_once(env, 0)
+        long = run_once(env, iterations)
+        per_iter.append((long - short) / iterations)
+    out = {
+        "per_iteration_ms": round(statistics.median(per_iter) * 1000, 3),
+        "one_turn_completion_ms": median_ms([one_turn(env, 0.2) for _ in range(repeats)]),
+        "one_turn_back_to_back_ms": median_ms([one_turn(env) for _ in range(repeats)]),
+    }
+    if make is SubprocessEnvironment:
+        cold = SubprocessEnvironment(prestart=False)
+        out["one_turn_cold_ms"] = median_ms([one_turn(cold, 0.05) for _ in range(repeats)])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--iterations", type=int, default=50)
+    args = parser.parse_args()
+    report = {
+        "benchmark": "overhead",
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "repeats": args.repeats,
+        "iterations": args.iterations,
+        "targets": {"subprocess": {"per_iteration_ms": 5, "one_turn_completion_ms": 50}},
+        "environments": {
+            env.name: measure(env, args.repeats, args.iterations)
+            for env in (InProcessEnvironment, SubprocessEnvironment)
+        },
+    }
+    out = Path(__file__).parent / "results" / "overhead.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
