@@ -314,9 +314,11 @@ def map_error(
     mapped: LMError
     if is_context_overflow(exc, errors):
         mapped = ContextWindowExceeded(message)
-    elif isinstance(exc, errors.authentication):
+    # the status code decides when there is one: litellm, for one, files a 401 whose body says
+    # "invalid_request_error" (as OpenAI's do) under BadRequestError
+    elif isinstance(exc, errors.authentication) or _status(exc) in (401, 403):
         mapped = AuthenticationError(message)
-    elif isinstance(exc, errors.rate_limit):
+    elif isinstance(exc, errors.rate_limit) or _status(exc) == 429:
         mapped = RateLimitError(message, retry_after=parse_retry_after(_headers(exc)))
     elif isinstance(exc, errors.timeout):
         mapped = LMTimeoutError(message)

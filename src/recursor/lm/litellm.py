@@ -58,6 +58,20 @@ def _litellm() -> ModuleType:
         return _module
 
 
+def _find_in_chain(
+    exc: BaseException, types: tuple[type[BaseException], ...]
+) -> BaseException | None:
+    """The first exception of ``types`` in ``exc``'s cause/context chain (``exc`` included)."""
+    current: BaseException | None = exc
+    for _ in range(_MAX_CHAIN):
+        if current is None:
+            return None
+        if isinstance(current, types):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
 class LiteLLMLM(RemoteLM):
     """A model reached through litellm (which pools and reuses its own HTTP clients)."""
 
@@ -85,13 +99,11 @@ class LiteLLMLM(RemoteLM):
     def _map(self, exc: BaseException) -> LMError:
         # litellm reports an unreachable server as a 500 InternalServerError; the openai
         # APIConnectionError it wrapped is still down the chain, so map from that one
-        errors = self._sdk_errors()
-        cause: BaseException | None = exc
-        for _ in range(_MAX_CHAIN):
-            if cause is None or isinstance(cause, errors.connection):
-                break
-            cause = cause.__cause__ or cause.__context__
-        return super()._map(cause if cause is not None else exc)
+        if getattr(exc, "status_code", None) in (None, 500):
+            wrapped = _find_in_chain(exc, self._sdk_errors().connection)
+            if wrapped is not None:
+                return super()._map(wrapped)
+        return super()._map(exc)
 
     def _default_pricing(self) -> Pricing | None:
         # "openai/gpt-4o-mini" -> our row for ("openai", "gpt-4o-mini")
