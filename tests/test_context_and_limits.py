@@ -96,7 +96,8 @@ def test_concurrent_inprocess_children_do_not_mix_output() -> None:
         [
             code(
                 "print('parent before')\n"
-                "r = rlm_query_batched([f'tag{i}' for i in range(4)], [f'tag{i}' for i in range(4)])\n"
+                "tags = [f'tag{i}' for i in range(4)]\n"
+                "r = rlm_query_batched(tags, tags)\n"
                 "print('parent after')\nprint(r)"
             ),
             "FINAL(ok)",
@@ -127,8 +128,7 @@ def test_ledger_budgets_and_threads() -> None:
     granted: list[int] = []
 
     def grab() -> None:
-        for _ in range(30):
-            granted.append(ledger.reserve_subcalls(1))
+        granted.extend(ledger.reserve_subcalls(1) for _ in range(30))
 
     threads = [threading.Thread(target=grab) for _ in range(8)]
     for t in threads:

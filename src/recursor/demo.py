@@ -16,7 +16,9 @@ from recursor import RLM, Limits
 from recursor.lm.base import LM
 from recursor.testing import FunctionLM, ScriptedLM
 
-_WORDS = "alpha beta gamma delta service request queue cache worker shard replica token".split()
+_WORDS = ("alpha beta gamma delta service request queue cache worker shard replica token").split(
+    " "
+)
 
 
 def make_haystack(n_chars: int, seed: int) -> tuple[str, str, str]:
@@ -41,9 +43,11 @@ def make_haystack(n_chars: int, seed: int) -> tuple[str, str, str]:
 def scripted_root() -> ScriptedLM:
     return ScriptedLM(
         [
-            "Let me look at the format first.\n```repl\nprint(len(context))\nprint(context[:300])\n```",
+            "Let me look at the format first.\n"
+            "```repl\nprint(len(context))\nprint(context[:300])\n```",
             "The lines are logs. I'll search for the access code line.\n```repl\nimport re\n"
-            "hits = [l for l in context.splitlines() if 'access code' in l]\nprint(len(hits), hits[:3])\n```",
+            "hits = [l for l in context.splitlines() if 'access code' in l]\n"
+            "print(len(hits), hits[:3])\n```",
             "One hit. I'll extract the code and confirm it with the sub-model.\n```repl\n"
             "code = re.search(r'is (\\d+)', hits[0]).group(1)\n"
             "check = llm_query('Reply with just the number in: ' + hits[0])\nprint(code, check)\n```",
@@ -82,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         sub: LM | str | None = echo_sub()
     else:
         root, sub = args.model, None
-    rlm = RLM(root, sub, environment=args.environment, limits=Limits(max_iterations=12, timeout_s=600))
+    rlm = RLM(
+        root, sub, environment=args.environment, limits=Limits(max_iterations=12, timeout_s=600)
+    )
     print(f"context: {len(context):,} characters; query: {query}")
     t0 = time.perf_counter()
     result = rlm.completion(query, context=context)
