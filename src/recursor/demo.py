@@ -16,9 +16,20 @@ from recursor import RLM, Limits
 from recursor.lm.base import LM
 from recursor.testing import FunctionLM, ScriptedLM
 
-_WORDS = ("alpha beta gamma delta service request queue cache worker shard replica token").split(
-    " "
-)
+_WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "service",
+    "request",
+    "queue",
+    "cache",
+    "worker",
+    "shard",
+    "replica",
+    "token",
+]
 
 
 def make_haystack(n_chars: int, seed: int) -> tuple[str, str, str]:
@@ -50,7 +61,8 @@ def scripted_root() -> ScriptedLM:
             "print(len(hits), hits[:3])\n```",
             "One hit. I'll extract the code and confirm it with the sub-model.\n```repl\n"
             "code = re.search(r'is (\\d+)', hits[0]).group(1)\n"
-            "check = llm_query('Reply with just the number in: ' + hits[0])\nprint(code, check)\n```",
+            "check = llm_query('Reply with just the number in: ' + hits[0])\n"
+            "print(code, check)\n```",
             "Both agree.\nFINAL_VAR(code)",
         ],
         name="scripted-root",

@@ -29,6 +29,11 @@ from recursor.lm.registry import resolve_lm  # noqa: E402
 from recursor.lm.stub_server import StubError, StubReply, StubServer  # noqa: E402
 from recursor.usage import Pricing, estimate_message_tokens, estimate_tokens  # noqa: E402
 
+# litellm's response types trip a pydantic UserWarning on first use; it is litellm's to fix
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Item 'summary' on TypedDict class 'ChatCompletionReasoningItem':UserWarning"
+)
+
 KEY = "sk-litellm-test-0123456789-SECRET"
 MODEL = "openai/gpt-4o-mini"
 CHAT = [{"role": "user", "content": "Say hello."}]
