@@ -106,7 +106,7 @@ def exit_code_for(error: BaseException | None) -> Exit:
 
 
 @app.command()
-def run(
+def run(  # noqa: PLR0917 - typer reads options from parameters
     query: Annotated[str, typer.Argument(help="The question to answer.")],
     context: Annotated[
         str | None, typer.Option("--context", "-c", help="A file, a directory, or - for stdin.")
