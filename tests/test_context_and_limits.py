@@ -189,3 +189,27 @@ def test_system_prompt_advertises_exactly_the_names() -> None:
     assert "one plain sub-model call" in plain and "child RLM with a REPL" not in plain
     none = system_prompt(meta, PromptSettings(30, 20_000, llm=False, rlm="none"))
     assert "NOT available" in none and "llm_query_batched([" not in none
+
+
+def test_compact_prompt_for_local_models() -> None:
+    meta = describe("user bob password x\n" * 10)
+    compact = system_prompt(meta, PromptSettings(12, 4_000, llm=True, rlm="plain", style="compact"))
+    assert len(compact) < 1_800  # small models read every token of it on a CPU
+    assert 'FINAL_VAR("result")' in compact and "print(context[:500])" in compact
+    assert "Never assign to it" in compact
+    local = FunctionLM(lambda m: "FINAL(x)", name="local:tiny")
+    seen: list[str] = []
+
+    def record(messages: list[dict[str, str]]) -> str:
+        seen.append(messages[0]["content"])
+        return "FINAL(x)"
+
+    RLM(FunctionLM(record, name="local:tiny"), environment="inprocess").completion("q", "c")
+    RLM(FunctionLM(record, name="api"), environment="inprocess").completion("q", "c")
+    RLM(FunctionLM(record, name="api"), environment="inprocess", prompt_style="compact").completion(
+        "q", "c"
+    )
+    assert "You answer a question about a long text" in seen[0]
+    assert "You are the root of a Recursive Language Model" in seen[1]
+    assert "You answer a question about a long text" in seen[2]
+    assert local.calls == 0

@@ -7,7 +7,7 @@ import threading
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from recursor import prompts
 from recursor._threads import in_daemon_thread
@@ -71,6 +71,7 @@ class RLM:
         max_concurrency: int = 16,
         raise_errors: bool = False,
         sinks: list[Sink] | None = None,
+        prompt_style: Literal["auto", "full", "compact"] = "auto",
     ) -> None:
         if max_depth < 0:
             raise ConfigurationError("max_depth must be >= 0")
@@ -86,6 +87,14 @@ class RLM:
         self.max_concurrency = max_concurrency
         self.raise_errors = raise_errors
         self.sinks = list(sinks or [])
+        self.prompt_style = prompt_style
+
+    def style_for(self, lm: LM) -> Literal["full", "compact"]:
+        """ "auto" gives small local models the compact prompt (they read a long one slowly)."""
+        if self.prompt_style != "auto":
+            return self.prompt_style
+        compact = getattr(lm, "prefers_compact_prompt", lm.name.startswith("local:"))
+        return "compact" if compact else "full"
 
     def lm_for_depth(self, depth: int) -> LM:
         if depth in self.models_by_depth:
@@ -196,6 +205,7 @@ class _Node:
             if self.depth + 1 < rlm.max_depth
             else ("plain" if self.depth + 1 == rlm.max_depth else "none"),
             sub_chars=int(window * 3) if isinstance(window, int) else 100_000,
+            style=rlm.style_for(self.lm),
         )
         self.engine = Engine(
             query=self.query,
@@ -220,6 +230,7 @@ class _Node:
                     "environment": rlm.environment.name,
                     "limits": asdict(rlm.limits),
                     "prompt_version": settings.version,
+                    "prompt_style": settings.style,
                 },
             )
         )

@@ -36,6 +36,9 @@ class PromptSettings:
     #: characters a sub-model reads per prompt (advertised in one unit, as the paper advises)
     sub_chars: int = 100_000
     version: str = PROMPT_VERSION
+    #: "compact": a short prompt with one worked example, for small local models (prompt
+    #: processing dominates their time on a CPU, and long prompts confuse them)
+    style: Literal["full", "compact"] = "full"
 
 
 def system_prompt(meta: ContextMeta, s: PromptSettings) -> str:
@@ -45,6 +48,17 @@ def system_prompt(meta: ContextMeta, s: PromptSettings) -> str:
         "context_chars": f"{meta.total_chars:,}",
         "sub_chars": f"{s.sub_chars:,}",
     }
+    if s.style == "compact":
+        listed = template("compact_functions_llm" if s.llm else "compact_functions_none", v)
+        return (
+            template("compact_system", v)
+            .substitute(
+                common,
+                functions=listed.substitute(common),
+                max_output_chars=f"{s.max_output_chars:,}",
+            )
+            .replace("\n\n- `FINAL_VAR", "\n- `FINAL_VAR")
+        )
     if s.llm:
         functions = template("functions_llm", v).substitute(common)
         rlm = {"child": "functions_rlm", "plain": "functions_rlm_plain"}.get(s.rlm)
@@ -65,7 +79,8 @@ def system_prompt(meta: ContextMeta, s: PromptSettings) -> str:
 
 
 def user_prompt(query: str, meta: ContextMeta, s: PromptSettings) -> str:
-    return template("user", s.version).substitute(
+    name = "compact_user" if s.style == "compact" else "user"
+    return template(name, s.version).substitute(
         query=query, context_meta=meta.render(), max_iterations=s.max_iterations
     )
 
