@@ -28,7 +28,8 @@ from recursor.errors import (
 from recursor.limits import Ledger
 from recursor.lm.base import LM
 from recursor.sandbox.base import SubcallRequest, SubcallResponse
-from recursor.trace import SubcallMade, Trace
+from recursor.trace import LimitHit, SubcallMade, Trace
+from recursor.trace.events import prompt_digest, prompt_preview
 from recursor.usage import Usage, estimate_tokens
 
 #: runs a child RLM: (prompt, context, depth) -> (answer or None, stop_reason, child run id)
@@ -84,6 +85,15 @@ class Broker:
         errors: list[str | None] = [None] * n
         types: list[str | None] = [None] * n
         granted = s.ledger.reserve_subcalls(n)
+        if granted < n:
+            cap = s.ledger.limits.max_subcalls
+            s.trace.emit(
+                LimitHit(
+                    s.run_id,
+                    limit=SubcallLimitExceeded.limit,
+                    message=f"max_subcalls={cap}: {n - granted} of {n} requested sub-calls refused",
+                )
+            )
         for i in range(granted, n):
             errors[i] = (
                 f"max_subcalls={s.ledger.limits.max_subcalls} reached: this item was not run"
@@ -168,6 +178,7 @@ class Broker:
             raise _ItemError(error, "SubcallError") from exc
         except LimitExceeded as exc:
             error = str(exc)
+            s.trace.emit(LimitHit(s.run_id, limit=exc.limit, message=error))
             raise _ItemError(error, type(exc).__name__) from exc
         except RecursorError as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -188,6 +199,9 @@ class Broker:
                     error=error,
                     usage=usage.to_dict(),
                     latency_s=time.perf_counter() - t0,
+                    reply=reply,
+                    prompt=prompt_preview(prompt),
+                    prompt_sha256=prompt_digest(prompt),
                 )
             )
 
@@ -209,6 +223,9 @@ class Broker:
                 usage={},
                 latency_s=time.perf_counter() - t0,
                 child_run_id=child_id,
+                reply=answer or "",
+                prompt=prompt_preview(prompt),
+                prompt_sha256=prompt_digest(prompt),
             )
         )
         if answer is None:

@@ -239,6 +239,11 @@ def models() -> None:
     out.print(f"default root model: [bold]{default}[/] (set RECURSOR_MODEL or --model)")
 
 
+from recursor.trace.commands import register as _register_trace_commands  # noqa: E402
+
+_register_trace_commands(app)
+
+
 def main() -> None:
     app()
 

@@ -28,6 +28,7 @@ from recursor.lm.registry import DEFAULT_MODEL, resolve_lm
 from recursor.sandbox import resolve_environment
 from recursor.sandbox.base import Environment, Session, SessionSpec
 from recursor.trace import RunFinished, RunStarted, Sink, Trace
+from recursor.trace.redact import redact_config, register_secrets_of
 from recursor.usage import UsageReport
 
 T = TypeVar("T")
@@ -87,6 +88,10 @@ class RLM:
         self.max_concurrency = max_concurrency
         self.raise_errors = raise_errors
         self.sinks = list(sinks or [])
+        # Keys the model objects hold are masked in every trace line written (trace/redact.py).
+        register_secrets_of(
+            [self.root, self.sub, *self.models_by_depth.values(), *self.models.values()]
+        )
         self.prompt_style = prompt_style
 
     def style_for(self, lm: LM) -> Literal["full", "compact"]:
@@ -216,6 +221,7 @@ class _Node:
             run_id=self.run_id,
             model_name=self.lm.name,
         )
+        blob = tree.trace.store_context(self.context, self.depth)
         tree.trace.emit(
             RunStarted(
                 self.run_id,
@@ -223,15 +229,18 @@ class _Node:
                 depth=self.depth,
                 query=self.query,
                 context_meta=meta.to_dict(),
-                config={
-                    "root": self.lm.name,
-                    "sub": sub.name,
-                    "max_depth": rlm.max_depth,
-                    "environment": rlm.environment.name,
-                    "limits": asdict(rlm.limits),
-                    "prompt_version": settings.version,
-                    "prompt_style": settings.style,
-                },
+                context_sha256=blob,
+                config=redact_config(
+                    {
+                        "root": self.lm.name,
+                        "sub": sub.name,
+                        "max_depth": rlm.max_depth,
+                        "environment": rlm.environment.name,
+                        "limits": asdict(rlm.limits),
+                        "prompt_version": settings.version,
+                        "prompt_style": settings.style,
+                    }
+                ),
             )
         )
 

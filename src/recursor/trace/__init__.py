@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from recursor.trace.events import (
     CellRan,
@@ -18,10 +17,15 @@ from recursor.trace.events import (
     SubcallMade,
     event_from_dict,
 )
+from recursor.trace.jsonl import JsonlSink, iter_records, write_events
+
+if TYPE_CHECKING:
+    from recursor.context import Context
 
 __all__ = [
     "CellRan",
     "Event",
+    "JsonlSink",
     "LimitHit",
     "ModelCalled",
     "RunFinished",
@@ -63,19 +67,26 @@ class Trace:
     def __len__(self) -> int:
         return len(self._events)
 
+    def store_context(self, context: Context, depth: int) -> str | None:
+        """Offer a run's context to the sinks that store it (``JsonlSink(store_context=True)``).
+
+        Called once per run, outside the lock (a blob may be large); returns the blob's
+        sha256 when a sink stored it, for ``RunStarted.context_sha256``.
+        """
+        key: str | None = None
+        for sink in self._sinks:
+            store = getattr(sink, "store_context", None)
+            if callable(store):
+                key = store(context, depth) or key
+        return key
+
     def save(self, path: str | Path) -> Path:
-        """Write the events as JSON Lines (one event a line)."""
-        p = Path(path)
-        with p.open("w", encoding="utf-8") as f:
-            for event in self.events:
-                f.write(json.dumps(event.to_dict(), ensure_ascii=False) + "\n")
-        return p
+        """Write the events as compact JSON Lines (one event a line, API keys masked)."""
+        return write_events(path, self.events)
 
     @classmethod
     def load(cls, path: str | Path) -> Trace:
+        """The events of a trace file (context blobs are not loaded; see ``read_context_blob``)."""
         trace = cls()
-        with Path(path).open(encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    trace._events.append(event_from_dict(json.loads(line)))
+        trace._events.extend(event_from_dict(record) for record in iter_records(path))
         return trace

@@ -7,9 +7,25 @@ never recorded, only its metadata, so a trace stays small whatever the context's
 
 from __future__ import annotations
 
+import hashlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
+
+#: characters of a sub-call prompt kept in the trace (prompts often carry context chunks)
+PROMPT_PREVIEW_CHARS = 2_000
+
+
+def prompt_digest(prompt: str) -> str:
+    """The sha256 of a sub-call prompt: how a replay finds the recorded reply to a prompt."""
+    return hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def prompt_preview(prompt: str) -> str:
+    """The head of a sub-call prompt, enough to read in a viewer without re-storing chunks."""
+    if len(prompt) <= PROMPT_PREVIEW_CHARS:
+        return prompt
+    return prompt[:PROMPT_PREVIEW_CHARS] + f" … [{len(prompt) - PROMPT_PREVIEW_CHARS:,} more chars]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +46,8 @@ class RunStarted(Event):
     query: str
     context_meta: dict[str, Any]
     config: dict[str, Any]
+    #: the key of the context blob a sink stored (``JsonlSink(store_context=True)``), else None
+    context_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +91,11 @@ class SubcallMade(Event):
     latency_s: float
     #: for rlm_query: the child run's id
     child_run_id: str | None = None
+    #: the reply text (a child's answer for rlm_query): a replay answers from it
+    reply: str = ""
+    #: the head of the prompt (:func:`prompt_preview`) and the sha256 of all of it
+    prompt: str = ""
+    prompt_sha256: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +122,12 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:
+    """The event a ``to_dict()`` made; fields this version does not know are dropped, so an
+    older reader still opens a newer trace (new fields always come with defaults)."""
     d = dict(data)
-    cls = EVENT_TYPES[d.pop("type")]
-    return cls(**d)
+    kind = d.pop("type", None)
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ValueError(f"unknown trace event type {kind!r}")
+    known = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in known})
