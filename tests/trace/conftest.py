@@ -17,13 +17,6 @@ from ..conftest import code
 CONTEXT = "".join(f"line {i}: alpha beta gamma\n" for i in range(200))
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # Also belongs in pyproject's markers; registered here so --strict-markers accepts it.
-    config.addinivalue_line(
-        "markers", "browser: drives headless Chromium (/usr/bin/chromium); skipped without it"
-    )
-
-
 def child_or_upper(messages: list[Message]) -> str:
     """The model at depth >= 1: a child RLM's two turns, or upper-casing for plain sub-calls."""
     if messages[0]["role"] == "system":
