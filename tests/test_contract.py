@@ -11,6 +11,7 @@ import pytest
 
 from recursor import Limits
 from recursor.errors import ScriptExhausted
+from recursor.lm.base import Completion
 from recursor.protocol import cut_marker
 from recursor.testing import FunctionLM, ScriptedLM
 from recursor.trace import CellRan, ModelCalled, RunFinished, RunStarted, SubcallMade
@@ -135,10 +136,21 @@ def test_no_code_gets_corrective_observation(env: str) -> None:
     assert "no ```repl code block" in root.calls[1][-1]["content"]
 
 
-def test_unclosed_fence_is_explained(env: str) -> None:
-    root = ScriptedLM(["```repl\nprint(1)\n", "FINAL(x)"])
-    make_rlm(env, root).completion("q", context="c")
-    assert "never closed" in root.calls[1][-1]["content"]
+def test_unclosed_fence_runs_unless_cut_off(env: str) -> None:
+    # a model that stopped by itself after an unclosed block: the block runs
+    root = ScriptedLM(["```repl\nx = 6 * 7\nprint(x)\n", "FINAL_VAR(x)"])
+    assert make_rlm(env, root).completion("q", context="c").answer == "42"
+    assert "42" in root.calls[1][-1]["content"]
+
+    # a reply cut off by max_tokens ("length") does not run half a block
+    class Truncated(ScriptedLM):
+        def complete(self, messages: list[dict[str, str]]) -> Completion:
+            done = super().complete(messages)
+            return Completion(done.text, done.usage, "length" if "```" in done.text else "stop")
+
+    cut = Truncated(["```repl\nimport os\nos.remove('/", "FINAL(x)"])
+    make_rlm(env, cut).completion("q", context="c")
+    assert "cut off" in cut.calls[1][-1]["content"]
 
 
 def test_final_var_text_for_missing_variable(env: str) -> None:

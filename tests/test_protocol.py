@@ -49,6 +49,10 @@ def test_final_must_start_a_line_and_sit_outside_code() -> None:
 def test_unclosed_fence_and_bad_var() -> None:
     parsed = parse_reply("```repl\nprint(1)\n")
     assert parsed.code_blocks == [] and parsed.unclosed_fence
+    assert parsed.unclosed_code == "print(1)\n"
+    done = parse_reply("```repl\na = 1\n```\ntext\n```python\nb = 2")
+    assert done.code_blocks == ["a = 1\n"] and done.unclosed_code == "b = 2"
+    assert parse_reply("```repl\nx = 1\n```").unclosed_code is None
     assert parse_reply("FINAL_VAR(1 + 2)").bad_final_var == "1 + 2"
 
 

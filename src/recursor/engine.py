@@ -117,7 +117,7 @@ class Engine:
     ) -> Outcome:
         return Outcome(answer, reason, self.iterations, error, self.messages)
 
-    def _call_model(self) -> Generator[Action, Any, str]:
+    def _call_model(self) -> Generator[Action, Any, Completion]:
         self.ledger.check_model_call(estimate_message_tokens(self.messages))
         t0 = time.perf_counter()
         completion: Completion = yield CallModel(list(self.messages))
@@ -136,15 +136,20 @@ class Engine:
                 latency_s=time.perf_counter() - t0,
             )
         )
-        return completion.text
+        return completion
 
-    def _act(self, reply: str) -> Generator[Action, Any, tuple[str | None, str]]:
+    def _act(self, reply: Completion) -> Generator[Action, Any, tuple[str | None, str]]:
         """Run the reply's cells; the final answer if one was given, else the observation."""
-        parsed = parse_reply(reply)
+        parsed = parse_reply(reply.text)
+        blocks = list(parsed.code_blocks)
+        # A block left open because the model stopped (a stop sequence ate the closing fence, or
+        # a small model forgot it) is code all the same; one cut off by max_tokens is not.
+        if parsed.unclosed_code and reply.finish_reason != "length":
+            blocks.append(parsed.unclosed_code)
         cells: list[CellResult] = []
         extra: list[str] = []
         budget = self.s.max_output_chars
-        for index, code in enumerate(parsed.code_blocks):
+        for index, code in enumerate(blocks):
             cell: CellResult = yield RunCell(code, max(budget, _MIN_CELL_OUTPUT))
             budget -= cell.shown_chars
             cells.append(cell)
@@ -181,11 +186,11 @@ class Engine:
                 f"FINAL_VAR({parsed.bad_final_var}) must name a variable, e.g. FINAL_VAR(result); "
                 "to give the answer itself, write FINAL(answer)."
             )
-        if not parsed.code_blocks and not extra:
+        if not blocks and not extra:
             if parsed.unclosed_fence:
                 return None, (
-                    "Your code block was opened with ```repl but never closed with ```, so it did "
-                    "not run. Close every block."
+                    "Your reply was cut off (the output token limit) inside a ```repl block, so "
+                    "it did not run. Write shorter code."
                 )
             return None, prompts.no_code(self.s)
         return None, prompts.observation(cells, extra, self.iterations, self.s)

@@ -37,6 +37,8 @@ class ParsedReply:
     final: FinalSignal | None
     #: a code fence was opened and never closed (a reply cut off by max_tokens, usually)
     unclosed_fence: bool = False
+    #: the code after that unclosed fence (the engine runs it when the model stopped by itself)
+    unclosed_code: str | None = None
     #: FINAL_VAR(...) named something that is not an identifier
     bad_final_var: str | None = None
 
@@ -45,9 +47,18 @@ def parse_reply(text: str) -> ParsedReply:
     """Code blocks in order, and the first final signal found in the text outside them."""
     blocks = [m.group("code") for m in _FENCE.finditer(text)]
     outside = _FENCE.sub("\n", text)
-    unclosed = bool(_OPEN_FENCE.search(outside))
+    opened = list(_OPEN_FENCE.finditer(outside))
+    unclosed_code = outside[opened[-1].end() :].lstrip("\r\n") if opened else None
+    if opened:
+        outside = outside[: opened[-1].start()]
     final, bad = _find_final(outside)
-    return ParsedReply(blocks, final, unclosed, bad)
+    return ParsedReply(
+        blocks,
+        final,
+        unclosed_fence=bool(opened),
+        unclosed_code=unclosed_code or None,
+        bad_final_var=bad,
+    )
 
 
 def _find_final(text: str) -> tuple[FinalSignal | None, str | None]:
