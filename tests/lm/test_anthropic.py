@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -242,6 +243,17 @@ def test_key_never_shows_in_repr_str_or_errors(server: StubServer, make_lm: Make
         lm.complete(CHAT)
     assert KEY not in str(info.value) and KEY not in repr(info.value)
     assert info.value.__cause__ is None
+
+
+def test_key_is_never_logged(
+    server: StubServer, make_lm: MakeLM, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server.script.fail_first = 1
+    make_lm().complete(CHAT)
+    assert caplog.records
+    assert KEY not in caplog.text
+    assert sent_key(server.requests[-1].headers) == KEY
 
 
 def test_registry_and_environment(server: StubServer, monkeypatch: pytest.MonkeyPatch) -> None:

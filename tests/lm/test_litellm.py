@@ -196,3 +196,20 @@ def test_registry_resolves_litellm_strings(server: StubServer) -> None:
     assert isinstance(lm, litellm_lm.LiteLLMLM)
     assert lm.model == MODEL
     assert repr(lm) == f"LiteLLMLM(model={MODEL!r}, base_url=None)"
+
+
+def test_missing_litellm_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    import sys
+
+    from recursor.errors import ConfigurationError
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, package: str | None = None) -> Any:
+        return None if name == "litellm" else real_find_spec(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.delitem(sys.modules, "recursor.lm.litellm")  # restored after the test
+    with pytest.raises(ConfigurationError, match=r"recursor\[litellm\]"):
+        resolve_lm(f"litellm:{MODEL}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ pytest.importorskip("openai")
 from recursor.errors import (
     AuthenticationError,
     BadResponseError,
+    ConfigurationError,
     ContextWindowExceeded,
     LMConnectionError,
     LMTimeoutError,
@@ -120,6 +122,11 @@ def test_official_api_gets_max_completion_tokens() -> None:
     assert request["max_completion_tokens"] == 10
     assert "max_tokens" not in request
     lm.close()
+
+
+def test_misspelt_option_is_an_error() -> None:
+    with pytest.raises(ConfigurationError, match="temprature"):
+        openai_lm.create("gpt-4o-mini", temprature=0.2)  # type: ignore[call-arg]
 
 
 def test_unknown_model_is_unpriced_not_free(make_lm: MakeLM) -> None:
@@ -312,9 +319,18 @@ def test_key_never_shows_in_repr_str_or_errors(server: StubServer, make_lm: Make
     assert server.requests[-1].headers["authorization"] == f"Bearer {KEY}"
 
 
-def test_sdk_error_is_chained_when_it_holds_no_secret(
-    server: StubServer, make_lm: MakeLM
+def test_key_is_never_logged(
+    server: StubServer, make_lm: MakeLM, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)  # the SDK's and httpx's debug logs included
+    server.script.fail_first = 1  # a retry logs more
+    make_lm().complete(CHAT)
+    assert caplog.records  # the SDK did log, just not the key
+    assert KEY not in caplog.text
+    assert server.requests[-1].headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_sdk_error_is_chained_when_it_holds_no_secret(server: StubServer, make_lm: MakeLM) -> None:
     import openai
 
     server.script.fail_first, server.script.fail_status = 100, 500
@@ -375,9 +391,7 @@ def test_async_errors_are_mapped_too(server: StubServer, make_lm: MakeLM) -> Non
         asyncio.run(call())
 
 
-def test_sync_calls_from_many_threads_share_one_client(
-    server: StubServer, make_lm: MakeLM
-) -> None:
+def test_sync_calls_from_many_threads_share_one_client(server: StubServer, make_lm: MakeLM) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     server.script.delay = 0.2
@@ -387,3 +401,37 @@ def test_sync_calls_from_many_threads_share_one_client(
         texts = list(pool.map(lambda _: lm.complete(CHAT).text, range(16)))
     assert texts == ["hello"] * 16
     assert time.monotonic() - started < 2.0
+
+
+# ------------------------------------------------------------ an RLM over the stub
+
+
+def test_rlm_root_and_sub_through_the_openai_stub(server: StubServer, make_lm: MakeLM) -> None:
+    """A whole run over HTTP: the root writes a cell that calls llm_query, then FINAL_VAR."""
+    from recursor import RLM, Limits
+
+    root_reply = (
+        "Let me ask the sub-model.\n"
+        "```repl\nshout = llm_query('shout: ' + context[:11])\nprint(len(shout))\n```\n"
+        "FINAL_VAR(shout)"
+    )
+
+    def handler(chat: list[dict[str, str]]) -> str:
+        if chat[0]["role"] == "system":  # the root gets the RLM system prompt
+            return root_reply
+        prompt = chat[-1]["content"]
+        return prompt.split("shout: ", 1)[1].upper()
+
+    server.script.handler = handler
+    root = make_lm("gpt-5-mini")
+    sub = make_lm("gpt-4.1-nano")
+    rlm = RLM(root=root, sub=sub, environment="subprocess", limits=Limits(cell_timeout_s=30))
+    result = rlm.completion("Shout the greeting.", context="hello world, and more text")
+
+    assert result.stop_reason == "final", result.error
+    assert result.answer == "HELLO WORLD"
+    by_model = result.usage.by_model
+    assert by_model["openai:gpt-5-mini"].calls == 1
+    assert by_model["openai:gpt-4.1-nano"].calls == 1
+    assert result.usage.total.cost_usd is not None and result.usage.total.cost_usd > 0
+    assert [r.body["model"] for r in server.requests] == ["gpt-5-mini", "gpt-4.1-nano"]

@@ -9,6 +9,8 @@
   exception layout, so one mapper serves all three.
 * :func:`call_usage` builds the :class:`~recursor.usage.Usage` of a call, estimating it when
   the server sent none.
+* :class:`RemoteLM` is ``complete``/``acomplete`` written once (request, send, parse, map
+  errors); :class:`SDKClientLM` adds the lazily made SDK clients. A backend fills in the steps.
 
 Nothing here imports an SDK, so each backend still needs only its own extra installed.
 """
@@ -40,6 +42,7 @@ from typing import (
 from recursor.errors import (
     AuthenticationError,
     BadResponseError,
+    ConfigurationError,
     ContextWindowExceeded,
     LMConnectionError,
     LMError,
@@ -307,10 +310,11 @@ def map_error(
     The message names the model and keeps the provider's own text (shortened, key redacted).
     Raise it ``from safe_cause(exc, endpoint)``.
     """
-    detail = str(exc) or type(exc).__name__
+    # redact before cutting, so a key straddling the cut cannot survive in part
+    detail = endpoint.redact(str(exc) or type(exc).__name__)
     if len(detail) > _MAX_DETAIL:
         detail = detail[:_MAX_DETAIL] + "..."
-    message = endpoint.redact(f"{lm_name}: {detail}")
+    message = f"{lm_name}: {detail}"
     mapped: LMError
     if is_context_overflow(exc, errors):
         mapped = ContextWindowExceeded(message)
@@ -420,6 +424,12 @@ class RemoteLM(ABC):
 
     @classmethod
     def from_kwargs(cls, model: str, **kw: Unpack[RemoteKwargs]) -> Self:
+        unknown = sorted(set(kw) - set(RemoteKwargs.__annotations__))
+        if unknown:  # a misspelt option must not be dropped silently
+            raise ConfigurationError(
+                f"{cls.provider}:{model}: unknown option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(RemoteKwargs.__annotations__)}"
+            )
         options = CallOptions(
             temperature=kw.get("temperature"),
             max_tokens=kw.get("max_tokens"),
@@ -502,17 +512,6 @@ class RemoteLM(ABC):
     def _map(self, exc: BaseException) -> LMError:
         return map_error(exc, self._sdk_errors(), lm_name=self.name, endpoint=self.endpoint)
 
-    def _client_kwargs(self) -> dict[str, Any]:
-        """Constructor arguments for an openai/anthropic SDK client (they take the same)."""
-        kwargs: dict[str, Any] = {
-            "api_key": self.endpoint.key(),
-            "base_url": self.endpoint.base_url,
-            "max_retries": self.options.max_retries,
-        }
-        if self.options.timeout is not None:
-            kwargs["timeout"] = self.options.timeout
-        return kwargs
-
 
 class SDKClientLM(RemoteLM, Generic[_S, _A]):
     """A :class:`RemoteLM` that talks through an SDK's sync and async client classes."""
@@ -531,6 +530,17 @@ class SDKClientLM(RemoteLM, Generic[_S, _A]):
 
     async def aclose(self) -> None:
         await self._clients.aclose()
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments for an openai/anthropic SDK client (they take the same)."""
+        kwargs: dict[str, Any] = {
+            "api_key": self.endpoint.key(),
+            "base_url": self.endpoint.base_url,
+            "max_retries": self.options.max_retries,
+        }
+        if self.options.timeout is not None:
+            kwargs["timeout"] = self.options.timeout
+        return kwargs
 
     @abstractmethod
     def _new_sync_client(self, kwargs: dict[str, Any]) -> _S: ...

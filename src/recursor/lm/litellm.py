@@ -19,6 +19,7 @@ import importlib
 import importlib.util
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any, Unpack
 
@@ -133,7 +134,14 @@ class LiteLLMLM(RemoteLM):
         return request
 
     def _send(self, request: dict[str, Any]) -> Any:
-        return _litellm().completion(**request)
+        completion = _litellm().completion
+        if threading.current_thread() is not threading.main_thread():
+            return completion(**request)
+        # On the main thread litellm's sync path calls asyncio.get_event_loop(), which makes
+        # and installs a loop that nobody closes (a ResourceWarning as soon as asyncio.run
+        # replaces it). Other threads get no implicit loop, so the call is run on one.
+        with ThreadPoolExecutor(1, thread_name_prefix="recursor-litellm") as pool:
+            return pool.submit(completion, **request).result()
 
     async def _asend(self, request: dict[str, Any]) -> Any:
         return await _litellm().acompletion(**request)
