@@ -368,6 +368,7 @@ def test_cell_that_swallows_interrupts_is_killed(env: str) -> None:
     assert result.answer == "False"  # the REPL was replaced
     cell = result.trace.of(CellRan)[0]
     assert cell.timed_out and cell.lost_state
+    assert cell.duration_s >= 1.0
     assert "every variable" in root.calls[1][-1]["content"]
 
 

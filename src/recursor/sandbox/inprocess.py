@@ -75,6 +75,7 @@ class InProcessSession:
     def run(self, code: str, *, deadline: float | None, output_limit: int) -> CellResult:
         box: list[CellResult] = []
         repl = self._repl
+        t0 = time.monotonic()
         thread = threading.Thread(
             target=lambda: box.append(repl.execute(code, output_limit)), daemon=True
         )
@@ -98,6 +99,7 @@ class InProcessSession:
             "import and function defined before is gone.",
             timed_out=True,
             lost_state=True,
+            duration_s=time.monotonic() - t0,
         )
 
     def get_var(self, name: str, *, deadline: float | None) -> str | None:

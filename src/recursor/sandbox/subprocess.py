@@ -287,6 +287,7 @@ class WorkerSession:
         if self._proc is None:
             self._start()
         self._channel.send({"op": "exec", "code": code, "output_limit": output_limit})
+        t0 = time.monotonic()
         pending: dict[int, int] = {}  # host token -> worker's request id
         while True:
             wait = None if deadline is None else deadline - time.monotonic()
@@ -295,7 +296,9 @@ class WorkerSession:
                     raise queue.Empty
                 kind, payload, extra = self._events.get(timeout=wait)
             except queue.Empty:
-                return self._interrupt(pending, output_limit)
+                cell = self._interrupt(pending, output_limit)
+                cell.duration_s = cell.duration_s or time.monotonic() - t0
+                return cell
             if kind == "frame" and payload["op"] == "result":
                 return CellResult.from_dict(payload["cell"])
             if kind == "frame" and payload["op"] == "subcall":
@@ -311,7 +314,9 @@ class WorkerSession:
                     }
                 )
             elif kind in ("eof", "broken"):
-                return self._lost(f"the REPL process died ({self._crash_detail()})", output_limit)
+                cell = self._lost(f"the REPL process died ({self._crash_detail()})", output_limit)
+                cell.duration_s = time.monotonic() - t0
+                return cell
 
     def _serve(self, token: int, request: SubcallRequest) -> None:
         def work() -> None:
