@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,10 +27,8 @@ from pathlib import Path
 
 from recursor.errors import ConfigurationError, ModelIntegrityError, ModelNotInstalled
 
-try:  # POSIX advisory locks keep two processes from assembling the same file at once
+if sys.platform != "win32":  # advisory locks keep two processes from assembling one file
     import fcntl
-except ImportError:  # pragma: no cover - Windows: concurrent first runs just do the work twice
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "DEFAULT_EMBEDDED_MODEL",
@@ -44,7 +43,8 @@ __all__ = [
     "resolve_parts",
 ]
 
-_CHUNK = 1 << 20  # 1 MiB: big enough that syscalls do not matter, small enough to never hold the model
+#: 1 MiB reads: big enough that syscalls do not matter, small enough to never hold the model
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +267,7 @@ def _is_verified(path: Path, size: int, sha256: str) -> bool:
 @contextlib.contextmanager
 def _exclusive(path: Path) -> Iterator[None]:
     """Hold an advisory lock next to ``path`` (blocking): one assembler per file at a time."""
-    if fcntl is None:  # pragma: no cover
+    if sys.platform == "win32":  # no flock: two first runs at once just both do the work
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
