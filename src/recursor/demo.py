@@ -11,6 +11,7 @@ import argparse
 import random
 import sys
 import time
+from dataclasses import dataclass
 
 from recursor import RLM, Limits
 from recursor.lm.base import LM
@@ -32,35 +33,83 @@ _WORDS = [
 ]
 
 
-def make_haystack(n_chars: int, seed: int) -> tuple[str, str, str]:
-    """Log lines of about ``n_chars`` with one line holding the access code; (text, key, code)."""
+#: needle sentences (template, question); the key and value are filled in per task
+_NEEDLES = [
+    ("the access code for {key} is {value}", "What is the access code for {key}?"),
+    (
+        "One of the special magic numbers for {key} is: {value}.",
+        "What is the special magic number for {key}?",
+    ),
+    ("reminder: the PIN assigned to {key} = {value}", "What PIN is assigned to {key}?"),
+    ("{key} locker combination -> {value}", "What is the locker combination of {key}?"),
+    (
+        "The vault password of {key} was changed to {value} yesterday.",
+        "What is the vault password of {key}?",
+    ),
+]
+_NAMES = ["user", "agent", "team", "host", "account"]
+_PROSE = [
+    "The committee met again to review the quarterly figures and the open items",
+    "Several members asked for more time before a decision",
+    "The chair agreed to revisit the matter at the next meeting",
+    "The remaining reports will be collected by the end of the month",
+    "A short discussion followed about the budget for the coming year",
+    "The minutes of the previous meeting were approved without changes",
+    "Two new projects were proposed and sent to the working group",
+    "Attendance was lower than usual because of the holiday",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class NeedleTask:
+    context: str
+    query: str
+    gold: str
+    #: the name the needle is about (what a good controller searches for)
+    key: str
+
+    def correct(self, answer: str | None) -> bool:
+        return answer is not None and self.gold in answer
+
+
+def needle_task(n_chars: int, seed: int) -> NeedleTask:
+    """One fact hidden in about ``n_chars`` of filler (log lines or prose, by seed); exact gold.
+
+    Needle wording and filler vary with the seed, so a set of tasks is not one template.
+    """
     rng = random.Random(seed)
-    key = f"user-{rng.randrange(1000, 9999)}"
-    code = str(rng.randrange(10**6, 10**7))
+    key = f"{rng.choice(_NAMES)}-{rng.randrange(1000, 9999)}"
+    value = str(rng.randrange(10**6, 10**7))
+    template, question = _NEEDLES[seed % len(_NEEDLES)]
     lines: list[str] = []
     size = 0
+    prose = seed % 2 == 1
     while size < n_chars:
-        line = (
-            f"2026-03-{rng.randrange(1, 29):02d} {rng.randrange(24):02d}:{rng.randrange(60):02d} "
-            f"INFO {' '.join(rng.choices(_WORDS, k=8))} id={rng.randrange(10**6)}"
-        )
+        if prose:
+            line = ". ".join(rng.sample(_PROSE, k=3)).strip() + "."
+        else:
+            line = (
+                f"2026-03-{rng.randrange(1, 29):02d} {rng.randrange(24):02d}:"
+                f"{rng.randrange(60):02d} INFO {' '.join(rng.choices(_WORDS, k=8))} "
+                f"id={rng.randrange(10**6)}"
+            )
         lines.append(line)
         size += len(line) + 1
-    needle = f"2026-03-14 09:26 AUDIT the access code for {key} is {code}"
-    lines.insert(rng.randrange(len(lines)), needle)
-    return "\n".join(lines), key, code
+    lines.insert(rng.randrange(len(lines)), template.format(key=key, value=value))
+    query = question.format(key=key) + " Answer with the number only."
+    return NeedleTask("\n".join(lines), query, value, key)
 
 
-def scripted_root() -> ScriptedLM:
+def scripted_root(key: str) -> ScriptedLM:
     return ScriptedLM(
         [
             "Let me look at the format first.\n"
             "```repl\nprint(len(context))\nprint(context[:300])\n```",
-            "The lines are logs. I'll search for the access code line.\n```repl\nimport re\n"
-            "hits = [l for l in context.splitlines() if 'access code' in l]\n"
+            "I'll print the lines that name the key from the question.\n```repl\nimport re\n"
+            f"hits = [l for l in context.splitlines() if {key!r} in l]\n"
             "print(len(hits), hits[:3])\n```",
             "One hit. I'll extract the code and confirm it with the sub-model.\n```repl\n"
-            "code = re.search(r'is (\\d+)', hits[0]).group(1)\n"
+            "code = re.findall(r'\\d{7}', hits[0])[-1]\n"
             "check = llm_query('Reply with just the number in: ' + hits[0])\n"
             "print(code, check)\n```",
             "Both agree.\nFINAL_VAR(code)",
@@ -87,14 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--environment", default="subprocess")
     args = parser.parse_args(argv)
 
-    context, key, gold = make_haystack(args.chars, args.seed)
-    query = f"What is the access code for {key}? Answer with the number only."
+    task = needle_task(args.chars, args.seed)
+    context, query = task.context, task.query
     if args.model == "scripted":
         print(
             "NOTE: the root model here is SCRIPTED (recursor.testing.ScriptedLM): its replies are "
             "fixed.\nThe sandboxed REPL, protocol, sub-calls and budgets are real.\n"
         )
-        root: LM | str = scripted_root()
+        root: LM | str = scripted_root(task.key)
         sub: LM | str | None = echo_sub()
     else:
         root, sub = args.model, None
@@ -105,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     result = rlm.completion(query, context=context)
     wall = time.perf_counter() - t0
-    correct = result.answer is not None and gold in result.answer
+    correct = task.correct(result.answer)
     u = result.usage.total
-    print(f"answer:      {result.answer!r} ({'correct' if correct else f'WRONG, expected {gold}'})")
+    print(
+        f"answer:      {result.answer!r} ({'correct' if correct else f'WRONG, expected {task.gold}'})"
+    )
     print(f"stop reason: {result.stop_reason}")
     print(f"iterations:  {result.iterations}")
     print(f"sub-calls:   {sum(1 for e in result.trace if e.type == 'subcall')}")
