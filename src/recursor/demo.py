@@ -156,9 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t0
     correct = task.correct(result.answer)
     u = result.usage.total
-    print(
-        f"answer:      {result.answer!r} ({'correct' if correct else f'WRONG, expected {task.gold}'})"
-    )
+    verdict = "correct" if correct else f"WRONG, expected {task.gold}"
+    print(f"answer:      {result.answer!r} ({verdict})")
     print(f"stop reason: {result.stop_reason}")
     print(f"iterations:  {result.iterations}")
     print(f"sub-calls:   {sum(1 for e in result.trace if e.type == 'subcall')}")
