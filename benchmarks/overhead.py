@@ -7,7 +7,9 @@ Prints JSON and writes benchmarks/results/overhead.json:
   cell that calls FINAL (start-up, the cell, teardown), with a 0.2 s pause (not timed) between
   completions, as any real model call gives the pre-started spare worker time to boot;
 - one_turn_back_to_back_ms: the same with no pause (the spare may still be booting);
-- one_turn_cold_ms (subprocess): the same with prestart=False (every worker boots on demand).
+- one_turn_cold_ms (subprocess): the same with prestart=False (every worker boots on demand);
+- rlms (when installed in this venv): the same two measures through the official package on its
+  default ``local`` environment, with a scripted client, in this process, and our ratios to it.
 
 Usage: python benchmarks/overhead.py [--repeats 15] [--iterations 50]
 """
@@ -73,6 +75,33 @@ def measure(make: type[Environment], repeats: int, iterations: int) -> dict[str,
     return out
 
 
+def measure_rlms(repeats: int, iterations: int) -> dict[str, object]:
+    try:
+        from _rlms import RLMS_FINISH, make_rlms, rlms_version
+
+        version = rlms_version()
+    except Exception as exc:
+        return {"skipped": f"rlms is not available: {type(exc).__name__}: {exc}"}
+
+    def run(n: int) -> float:
+        rlm = make_rlms([CELL] * n + [RLMS_FINISH], max_iterations=n + 5)
+        t0 = time.perf_counter()
+        result = rlm.completion("x" * 10_000, root_prompt="how long is the context?")
+        elapsed = time.perf_counter() - t0
+        assert str(result.response) == "10000", result.response
+        return elapsed
+
+    run(0)
+    per_iter = [(run(iterations) - run(0)) / iterations for _ in range(repeats)]
+    turns = [run(0) for _ in range(repeats)]
+    return {
+        "version": version,
+        "environment": "local",
+        "per_iteration_ms": round(statistics.median(per_iter) * 1000, 3),
+        "one_turn_completion_ms": median_ms(turns),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=15)
@@ -90,6 +119,16 @@ def main() -> None:
             for env in (InProcessEnvironment, SubprocessEnvironment)
         },
     }
+    peer = measure_rlms(args.repeats, args.iterations)
+    report["rlms"] = peer
+    if "skipped" not in peer:
+        ours = report["environments"]["subprocess"]  # type: ignore[index]
+        report["ratio_rlms_over_recursor_subprocess"] = {
+            "one_turn_completion": round(
+                float(peer["one_turn_completion_ms"]) / ours["one_turn_completion_ms"],
+                1,  # type: ignore[arg-type]
+            ),
+        }
     out = Path(__file__).parent / "results" / "overhead.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

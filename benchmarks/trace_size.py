@@ -115,53 +115,19 @@ def bench_recursor(context: str, env: str, repeats: int, tmp: Path) -> dict[str,
 
 def bench_rlms(context: str, repeats: int, tmp: Path) -> dict[str, Any]:
     try:
-        from importlib.metadata import version
+        from _rlms import RLMS_FINISH, make_rlms, rlms_version
 
-        import rlm.core.rlm as rlm_core
-        from rlm.clients.base_lm import BaseLM
-        from rlm.core.types import ModelUsageSummary, UsageSummary
-        from rlm.logger import RLMLogger
+        rlms_version()
     except ImportError as exc:
         return {"skipped": f"rlms is not importable: {exc}"}
+    except Exception as exc:
+        return {"skipped": f"rlms is not installed: {exc}"}
 
     # rlms signals the end through its answer dict, not FINAL(...): same work, its protocol.
-    script = [
-        *replies()[:-1],
-        "```repl\nanswer['content'] = str(len(context))\nanswer['ready'] = True\n```",
-    ]
-
-    class ScriptedClient(BaseLM):  # type: ignore[misc]
-        """The same three replies, for rlms's RLM; no network."""
-
-        def __init__(self) -> None:
-            super().__init__(model_name="scripted")
-            self.calls = 0
-
-        def completion(self, prompt: Any) -> str:
-            reply = script[min(self.calls, len(script) - 1)]
-            self.calls += 1
-            return reply
-
-        async def acompletion(self, prompt: Any) -> str:
-            return self.completion(prompt)
-
-        def get_usage_summary(self) -> Any:
-            return UsageSummary({"scripted": ModelUsageSummary(self.calls, 0, 0)})
-
-        def get_last_usage(self) -> Any:
-            return ModelUsageSummary(1, 0, 0)
-
-    # rlms builds a client per completion from a backend name; hand it the scripted one.
-    rlm_core.get_client = lambda backend, kwargs: ScriptedClient()  # type: ignore[attr-defined]
+    script = [*replies()[:-1], RLMS_FINISH]
 
     def run(log_dir: Path | None) -> float:
-        rlm = rlm_core.RLM(
-            backend="openai",
-            backend_kwargs={"model_name": "scripted"},
-            environment="local",
-            max_iterations=5,
-            logger=RLMLogger(log_dir=str(log_dir)) if log_dir else None,
-        )
+        rlm = make_rlms(script, log_dir=log_dir)
         t0 = time.perf_counter()
         result = rlm.completion(context, root_prompt="How many characters does the context have?")
         elapsed = time.perf_counter() - t0
@@ -187,7 +153,7 @@ def bench_rlms(context: str, repeats: int, tmp: Path) -> dict[str, Any]:
         return {"skipped": f"rlms failed to run offline: {type(exc).__name__}: {exc}"}
     none, logger = median_s(times["none"]), median_s(times["logger"])
     return {
-        "version": version("rlms"),
+        "version": rlms_version(),
         "trace_bytes": max(sizes),
         "completion_s_no_logger": none,
         "completion_s_rlm_logger": logger,
