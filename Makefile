@@ -2,9 +2,9 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3
-# Everything the test suite exercises: remote SDKs, OpenTelemetry, and the embedded model
-# (a ~1.1 GB download the first time; pip's cache makes later installs quick).
-TEST_EXTRAS ?= dev,local
+# Everything the test suite exercises: remote SDKs, OpenTelemetry, and both embedded models
+# (~1.6 GB of downloads the first time; pip's cache makes later installs quick).
+TEST_EXTRAS ?= dev,local,local-small
 DEMO_EXTRAS ?= local
 
 .PHONY: test demo install install-demo system-deps lint fmt bench clean
