@@ -58,6 +58,17 @@ def test_run_file_json(openai_env: StubServer, tmp_path: Path) -> None:
     assert data["usage"]["total"]["cost_usd"] is not None  # gpt-4o-mini has a known price
     assert trace.exists() and "run_started" in trace.read_text()
     assert "sk-test-not-a-secret" not in trace.read_text()
+    assert "x" * 1234 not in trace.read_text()  # the context only with --store-context
+    stored = tmp_path / "stored.jsonl"
+    res = runner.invoke(
+        app,
+        [
+            *("run", "how long?", "-c", str(ctx), "-m", "openai:gpt-4o-mini", "-q"),
+            *("--trace", str(stored), "--store-context"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert stored.read_text().count("x" * 1234) == 1
 
 
 def test_run_stdin_and_dir(openai_env: StubServer, tmp_path: Path) -> None:

@@ -128,7 +128,12 @@ def run(  # noqa: PLR0917 - typer reads options from parameters
     max_cost: Annotated[float | None, typer.Option(min=0, help="USD over the whole tree.")] = None,
     timeout: Annotated[float | None, typer.Option(min=0, help="Seconds for the whole run.")] = None,
     cell_timeout: Annotated[float, typer.Option(min=0, help="Seconds for one cell.")] = 60.0,
-    trace: Annotated[Path | None, typer.Option(help="Write the trace as JSONL here.")] = None,
+    trace: Annotated[
+        Path | None, typer.Option(help="Stream the trace as JSONL here (crash-safe).")
+    ] = None,
+    store_context: Annotated[
+        bool, typer.Option(help="Also store the context in the trace, once, by hash.")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live view.")] = False,
 ) -> None:
@@ -149,7 +154,10 @@ def run(  # noqa: PLR0917 - typer reads options from parameters
         timeout_s=timeout,
         cell_timeout_s=cell_timeout,
     )
+    from recursor.trace import JsonlSink
+
     view = LiveView(err, enabled=not quiet and not json_out and err.is_terminal)
+    sink = None if trace is None else JsonlSink(trace, store_context=store_context)
     try:
         rlm = RLM(
             model,
@@ -157,14 +165,15 @@ def run(  # noqa: PLR0917 - typer reads options from parameters
             max_depth=max_depth,
             environment=environment,
             limits=limits,
-            sinks=[view.on_event],
+            sinks=[view.on_event] if sink is None else [view.on_event, sink],
         )
         with view:
             result = rlm.completion(query, context=ctx)
     except RecursorError as exc:
         raise _fail(exit_code_for(exc), str(exc)) from None
-    if trace is not None:
-        result.trace.save(trace)
+    finally:
+        if sink is not None:
+            sink.close()
     code = exit_code_for(result.error) if result.answer is None else Exit.OK
     if json_out:
         print(
