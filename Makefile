@@ -22,13 +22,26 @@ $(VENV)/.installed-demo: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[$(DEMO_EXTRAS)]"
 	touch $@
 
-# Debian packages the tests drive: chromium renders the trace viewer headless.
+# Debian packages the tests drive: chromium renders the trace viewer headless; bubblewrap runs
+# the bwrap sandbox (contract and escape suites); runsc (gVisor) where Debian has it.
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else \
 	    echo "note: install Debian's chromium (as root) to run the browser test"; \
+	  fi; }
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	  else \
+	    echo "note: install Debian's bubblewrap (as root) to run the bwrap sandbox tests"; \
+	  fi; }
+	@command -v runsc >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runsc || { apt-get update -qq && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runsc; }; } >/dev/null 2>&1 || \
+	      echo "note: Debian's runsc (gVisor) did not install; the gvisor sandbox stays unavailable"; \
 	  fi; }
 
 install: $(VENV)/.installed-test system-deps

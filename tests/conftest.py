@@ -1,16 +1,61 @@
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+from pathlib import Path
+
 import pytest
 
 from recursor import RLM, Limits
 from recursor.lm.base import LM
 
-ENVIRONMENTS = ["inprocess", "subprocess"]
+_NO_BWRAP = pytest.mark.skipif(
+    shutil.which("bwrap") is None,
+    reason="bubblewrap is not installed (make system-deps installs it as root)",
+)
+_NO_RUNSC = pytest.mark.skipif(
+    shutil.which("runsc") is None,
+    reason="gVisor's runsc is not installed (make system-deps tries Debian's runsc as root)",
+)
+ENVIRONMENTS = [
+    "inprocess",
+    "subprocess",
+    "forkserver",
+    pytest.param("bwrap", marks=_NO_BWRAP),
+]
+#: slower launchers (a container per session): tests/sandbox/test_contract_containers.py runs
+#: the contract suite on them, so other suites' timing tests do not pay for them
+CONTAINER_ENVIRONMENTS = [
+    pytest.param("gvisor", marks=_NO_RUNSC),
+    # the real CLI against a fake daemon-side: tests/sandbox/fake_docker.py (uses bubblewrap)
+    pytest.param("docker", marks=_NO_BWRAP),
+]
+
+
+@pytest.fixture(scope="session")
+def fake_docker_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding an executable ``docker``: the fake CLI, on this interpreter."""
+    bin_dir = tmp_path_factory.mktemp("fake-docker") / "bin"
+    bin_dir.mkdir()
+    source = Path(__file__).with_name("sandbox") / "fake_docker.py"
+    script = bin_dir / "docker"
+    script.write_text(f"#!{sys.executable}\n" + source.read_text())
+    script.chmod(0o755)
+    return bin_dir
 
 
 @pytest.fixture(params=ENVIRONMENTS)
 def env(request: pytest.FixtureRequest) -> str:
     """Every contract test runs against each environment."""
+    return str(request.param)
+
+
+def container_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The ``env`` of the container environments (see test_contract_containers.py)."""
+    if request.param == "docker":
+        bin_dir = request.getfixturevalue("fake_docker_bin")
+        monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     return str(request.param)
 
 

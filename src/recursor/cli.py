@@ -252,6 +252,10 @@ from recursor.trace.commands import register as _register_trace_commands  # noqa
 
 _register_trace_commands(app)
 
+from recursor.sandbox.doctor import register as _register_doctor  # noqa: E402
+
+_register_doctor(app)
+
 
 def main() -> None:
     app()

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 ENVIRONMENTS = {
     "subprocess": "recursor.sandbox.subprocess:SubprocessEnvironment",
     "inprocess": "recursor.sandbox.inprocess:InProcessEnvironment",
+    "bwrap": "recursor.sandbox.bwrap:BwrapEnvironment",
+    "gvisor": "recursor.sandbox.gvisor:GvisorEnvironment",
+    "forkserver": "recursor.sandbox.forkserver:ForkServerEnvironment",
+    "docker": "recursor.sandbox.remote.docker:DockerEnvironment",
 }
 
 _EXPORTS = {
@@ -23,12 +27,14 @@ _EXPORTS = {
     "Session": "recursor.sandbox.base",
     "SessionSpec": "recursor.sandbox.base",
     "InProcessEnvironment": "recursor.sandbox.inprocess",
+    "BwrapEnvironment": "recursor.sandbox.bwrap",
     "SubprocessEnvironment": "recursor.sandbox.subprocess",
     "WorkerLimits": "recursor.sandbox.subprocess",
 }
 
 __all__ = [
     "ENVIRONMENTS",
+    "BwrapEnvironment",
     "CellResult",
     "Environment",
     "InProcessEnvironment",

@@ -7,8 +7,11 @@ runs, the host serves the worker's sub-calls on threads and watches the deadline
 it gets SIGINT (its namespace survives), then, if it does not yield within ``grace_s``, the
 process group is killed and a fresh worker started (the model is told its state was lost).
 
-Stronger confinement (namespaces, seccomp, Landlock) belongs to the hardened environments;
-subclasses change only :meth:`SubprocessEnvironment.command` and the launch.
+With ``hardened=True`` (the default) the worker also confines itself once its context is
+loaded (see hardening.py: namespaces, an unprivileged uid, Landlock, seccomp, a scratch quota)
+and the host puts it in memory/pids cgroups where they are writable. Every session reports the
+measures in force (:attr:`WorkerSession.measures`; ``recursor doctor`` prints them). Other
+launchers (bwrap, ...) subclass this and change :meth:`SubprocessEnvironment.command`.
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from recursor.context import ContextMeta
 from recursor.errors import ProtocolError, SandboxError, WorkerCrashed
+from recursor.sandbox import cgroups
 from recursor.sandbox.base import CellResult, SessionSpec, SubcallRequest, SubcallResponse
 from recursor.sandbox.framing import Channel
+from recursor.sandbox.hardening import Measure
 
 WORKER_PATH = Path(__file__).with_name("worker.py")
 _MB = 1 << 20
@@ -45,25 +51,55 @@ class WorkerLimits:
     memory_mb: int | None = 8192
     cpu_seconds: int | None = None
     file_size_mb: int | None = 1024
+    open_files: int | None = 256
+    #: threads count too (per uid; the hardened worker has a uid of its own)
+    processes: int | None = 128
+    #: size of the private tmpfs over the scratch directory (hardened workers)
+    scratch_mb: int | None = 256
 
     def as_rlimits(self) -> dict[str, int | None]:
         return {
             "address_space_bytes": None if self.memory_mb is None else self.memory_mb * _MB,
             "cpu_seconds": self.cpu_seconds,
             "file_size_bytes": None if self.file_size_mb is None else self.file_size_mb * _MB,
+            "open_files": self.open_files,
+            "processes": self.processes,
+            "core_bytes": 0,
         }
+
+
+class WorkerProcess(Protocol):
+    """What a session needs of its worker's process: a ``Popen``, or a fork server's child."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
 
 
 @dataclass(slots=True)
 class Launched:
     """A started worker process that has not been given its context yet."""
 
-    proc: subprocess.Popen[bytes]
+    proc: WorkerProcess
     channel: Channel
     stderr: IO[bytes]
     scratch: tempfile.TemporaryDirectory[str]
+    cgroup: cgroups.CgroupLimit | None = None
+    #: a launcher's own way to stop what it started, tried before the process-group kill
+    stop: Callable[[], None] | None = None
+    #: a launcher's own teardown (a container runtime's state), run after the process is reaped
+    cleanup: Callable[[], None] | None = None
 
     def discard(self) -> None:
+        if self.stop is not None and self.proc.poll() is None:
+            self.stop()
+            try:
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -73,6 +109,10 @@ class Launched:
         self.channel.close()
         self.stderr.close()
         self.scratch.cleanup()
+        if self.cgroup is not None:
+            self.cgroup.release()
+        if self.cleanup is not None:
+            self.cleanup()
 
 
 class SubprocessEnvironment:
@@ -84,6 +124,10 @@ class SubprocessEnvironment:
     """
 
     name = "subprocess"
+    #: the channel is the worker's stdin/stdout (launchers that pass no other fds: runsc)
+    stdio_channel = False
+    #: put each launched process in memory/pids cgroups (off where the launcher forks apart)
+    use_cgroups = True
 
     def __init__(
         self,
@@ -93,8 +137,10 @@ class SubprocessEnvironment:
         grace_s: float = 1.0,
         start_timeout_s: float = 60.0,
         prestart: bool = True,
+        hardened: bool = True,
     ) -> None:
         self.limits = limits or WorkerLimits()
+        self.hardened = hardened
         self.python = python
         self.grace_s = grace_s
         self.start_timeout_s = start_timeout_s
@@ -103,18 +149,25 @@ class SubprocessEnvironment:
         self._spare_lock = threading.Lock()
         self._finalizer = weakref.finalize(self, SubprocessEnvironment._drop_spare, [None])
 
-    def launch(self) -> Launched:
-        """Start a worker process: pipes, a new session, a scratch directory as its cwd."""
+    def launch(self, spec: SessionSpec | None = None) -> Launched:
+        """Start a worker process: pipes, a new session, a scratch directory as its cwd.
+
+        ``spec`` is given when the launch itself depends on the session (a launcher that
+        bind-mounts the context); the generic spare worker is launched without one.
+        """
         to_worker_r, to_worker_w = os.pipe()
         from_worker_r, from_worker_w = os.pipe()
         stderr = tempfile.TemporaryFile()
         scratch = tempfile.TemporaryDirectory(prefix="recursor-repl-")
+        stdio = self.stdio_channel
         try:
             proc = subprocess.Popen(
-                self.command(to_worker_r, from_worker_w),
-                pass_fds=(to_worker_r, from_worker_w),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
+                self.command(0, 1, spec)
+                if stdio
+                else self.command(to_worker_r, from_worker_w, spec),
+                pass_fds=() if stdio else (to_worker_r, from_worker_w),
+                stdin=to_worker_r if stdio else subprocess.DEVNULL,
+                stdout=from_worker_w if stdio else subprocess.DEVNULL,
                 stderr=stderr,
                 cwd=scratch.name,
                 env=self.worker_env(),
@@ -129,9 +182,15 @@ class SubprocessEnvironment:
         finally:
             os.close(to_worker_r)
             os.close(from_worker_w)
-        return Launched(proc, Channel(from_worker_r, to_worker_w), stderr, scratch)
+        launched = Launched(proc, Channel(from_worker_r, to_worker_w), stderr, scratch)
+        if self.hardened and self.use_cgroups and sys.platform == "linux":
+            mem = self.limits.memory_mb
+            launched.cgroup = cgroups.attach(
+                proc.pid, None if mem is None else mem * _MB, self.limits.processes
+            )
+        return launched
 
-    def take(self) -> Launched:
+    def take(self, spec: SessionSpec | None = None) -> Launched:
         """The spare worker if there is a live one, else a new one; then start the next spare."""
         with self._spare_lock:
             spare, self._spare = self._spare, None
@@ -168,8 +227,42 @@ class SubprocessEnvironment:
         if spare is not None:
             spare.discard()
 
-    def command(self, read_fd: int, write_fd: int) -> list[str]:
+    def command(self, read_fd: int, write_fd: int, spec: SessionSpec | None = None) -> list[str]:
         return [self.python, "-I", str(WORKER_PATH), str(read_fd), str(write_fd)]
+
+    def sandbox_config(self) -> dict[str, Any] | None:
+        """The init frame's ``sandbox`` section: what the worker does to itself (None: nothing)."""
+        if not self.hardened:
+            return None
+        return {"scratch_mb": self.limits.scratch_mb}
+
+    def host_measures(self, launched: Launched) -> list[Measure]:
+        """What the host enforces around the worker."""
+        keep = ", ".join(k for k in self.worker_env() if k != "PYTHONDONTWRITEBYTECODE")
+        out = [
+            Measure("scrubbed environment", True, f"only {keep} passed"),
+            Measure(
+                "process-group kill", True, f"SIGINT at the deadline, SIGKILL {self.grace_s}s later"
+            ),
+        ]
+        if launched.cgroup is not None:
+            out.append(Measure("cgroups", launched.cgroup.in_force, launched.cgroup.detail))
+        return out
+
+    def context_path(self, host_path: str) -> str:
+        """Where the worker finds the context file (a launcher may mount it elsewhere)."""
+        return host_path
+
+    def interrupt_pid(self, launched: Launched) -> int:
+        """The process that gets SIGINT when a cell is out of time (the worker itself)."""
+        return launched.proc.pid
+
+    def interrupt(self, launched: Launched, pid: int) -> None:
+        """Tell the worker its cell is out of time (SIGINT; ``pid`` from interrupt_pid)."""
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
 
     def worker_env(self) -> dict[str, str]:
         env = {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
@@ -190,11 +283,14 @@ class WorkerSession:
         self._env = env
         self._spec = spec
         self._tokens = itertools.count()
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: WorkerProcess | None = None
         self._events: queue.Queue[_Event] = queue.Queue()
         self._stderr: IO[bytes] | None = None
         self._launched: Launched | None = None
         self._meta: ContextMeta | None = None
+        #: the confinement measures of the current worker (re-read at every restart)
+        self.measures: list[Measure] = []
+        self._signal_pid: int | None = None
         self._start()
 
     @property
@@ -209,7 +305,7 @@ class WorkerSession:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _start(self) -> None:
-        launched = self._env.take()
+        launched = self._env.take(self._spec)
         self._launched = launched
         self._proc = launched.proc
         self._channel = launched.channel
@@ -222,10 +318,11 @@ class WorkerSession:
         self._channel.send(
             {
                 "op": "init",
-                "context_path": path,
+                "context_path": self._env.context_path(path),
                 "context_kind": kind,
                 "source": self._spec.context.source,
                 "rlimits": self._env.limits.as_rlimits(),
+                "sandbox": self._env.sandbox_config(),
             }
         )
         frame = self._next_frame(time.monotonic() + self._env.start_timeout_s)
@@ -234,6 +331,9 @@ class WorkerSession:
             self._kill()
             raise SandboxError(f"the worker did not start: {detail}")
         self._meta = ContextMeta.from_dict(frame["meta"])
+        self.measures = [Measure.from_dict(m) for m in frame.get("measures", [])]
+        self.measures += self._env.host_measures(launched)
+        self._signal_pid = self._env.interrupt_pid(launched)
 
     @staticmethod
     def _read_loop(channel: Any, events: queue.Queue[_Event]) -> None:
@@ -258,6 +358,11 @@ class WorkerSession:
 
     def _crash_detail(self) -> str:
         code = self._proc.poll() if self._proc else None
+        if code is None and self._proc is not None:
+            try:  # the channel closed first; the exit status follows within moments
+                code = self._proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                pass
         tail = ""
         if self._stderr is not None:
             self._stderr.seek(0, os.SEEK_END)
@@ -340,10 +445,8 @@ class WorkerSession:
                 {"op": "subcall_result", "id": ident, "response": cancelled.to_dict()}
             )
         pending.clear()
-        try:
-            os.kill(self.pid, signal.SIGINT)
-        except ProcessLookupError:
-            pass
+        if self._launched is not None:
+            self._env.interrupt(self._launched, self._signal_pid or self.pid)
         until = time.monotonic() + self._env.grace_s
         while (left := until - time.monotonic()) > 0:
             try:

@@ -2,10 +2,13 @@
 
     python -I path/to/worker.py READ_FD WRITE_FD
 
-Frames (see framing.py), host -> worker: ``init`` {context_path, context_kind, rlimits},
+Frames (see framing.py), host -> worker: ``init`` {context_path, context_kind, rlimits,
+sandbox},
 ``exec`` {code, output_limit}, ``get_var`` {name}, ``subcall_result`` {id, response},
 ``shutdown``. Worker -> host: ``ready`` {meta} or ``fatal`` {error}, ``result`` {cell},
-``var`` {value}, ``subcall`` {id, request}.
+``var`` {value}, ``subcall`` {id, request}. ``ready`` also lists the confinement ``measures``
+in force (see hardening.py): the worker confines itself after loading the context (which it
+memory-maps while it may still read the file) and before it runs any model code.
 
 SIGINT is the host's "your cell is out of time": it raises CellInterrupted inside model code,
 or, if it lands while a frame is being read or written, is held until the I/O is done so the
@@ -18,6 +21,7 @@ import os
 import resource
 import signal
 import sys
+import threading
 from typing import Any
 
 if __name__ == "__main__":  # run as a file: make the package importable without PYTHONPATH
@@ -26,23 +30,31 @@ if __name__ == "__main__":  # run as a file: make the package importable without
 from recursor import context as ctx
 from recursor.sandbox.base import SubcallRequest, SubcallResponse
 from recursor.sandbox.framing import Channel
+from recursor.sandbox.hardening import Hardener
 from recursor.sandbox.repl import CellInterrupted, Repl
 
 _RLIMITS = {
     "address_space_bytes": resource.RLIMIT_AS,
     "cpu_seconds": resource.RLIMIT_CPU,
     "file_size_bytes": resource.RLIMIT_FSIZE,
+    "open_files": resource.RLIMIT_NOFILE,
+    "processes": resource.RLIMIT_NPROC,
+    "core_bytes": resource.RLIMIT_CORE,
 }
 
 
-def apply_rlimits(limits: dict[str, int | None]) -> None:
+def apply_rlimits(limits: dict[str, int | None]) -> list[str]:
+    """Lower soft and hard limits (never raise them); the names of those set."""
+    done = []
     for key, value in limits.items():
-        if value is None:
+        if value is None or key not in _RLIMITS:
             continue
         which = _RLIMITS[key]
         _soft, hard = resource.getrlimit(which)
         new_hard = value if hard == resource.RLIM_INFINITY else min(value, hard)
         resource.setrlimit(which, (min(value, new_hard), new_hard))
+        done.append(f"{key}={value}")
+    return done
 
 
 class Worker:
@@ -52,6 +64,12 @@ class Worker:
         self._in_io = False
         self._held_interrupt = False
         self._next_id = 0
+        # sub-calls may come from several threads of model code (a ThreadPoolExecutor over
+        # llm_query): one sends at a time, one reads at a time and hands results out by id
+        self._send_lock = threading.Lock()
+        self._cv = threading.Condition()
+        self._reading = False
+        self._results: dict[int, dict[str, Any]] = {}
 
     # SIGINT: interrupt the cell, but never in the middle of frame I/O.
     def on_sigint(self, _signum: int, _frame: Any) -> None:
@@ -63,38 +81,74 @@ class Worker:
         raise CellInterrupted
 
     def call_host(self, request: SubcallRequest) -> SubcallResponse:
-        self._next_id += 1
-        ident = self._next_id
-        self._in_io = True
+        # SIGINT only ever lands on the main thread: only its I/O needs shielding
+        main = threading.current_thread() is threading.main_thread()
+        with self._cv:
+            self._next_id += 1
+            ident = self._next_id
+        if main:
+            self._in_io = True
         try:
-            self.channel.send({"op": "subcall", "id": ident, "request": request.to_dict()})
+            with self._send_lock:
+                self.channel.send({"op": "subcall", "id": ident, "request": request.to_dict()})
+            frame = self._await(ident)
+        finally:
+            if main:
+                self._in_io = False
+        if main and self._held_interrupt:
+            self._held_interrupt = False
+            raise CellInterrupted
+        return SubcallResponse.from_dict(frame["response"])
+
+    def _await(self, ident: int) -> dict[str, Any]:
+        with self._cv:
+            while ident not in self._results:
+                if not self._reading:
+                    self._reading = True
+                    break
+                self._cv.wait()
+            else:
+                return self._results.pop(ident)
+        try:  # this thread reads for everyone until its own result comes
             while True:
                 frame = self.channel.recv()
                 if frame is None:
                     os._exit(0)  # the host is gone; nothing left to do
-                if frame["op"] == "subcall_result" and frame["id"] == ident:
-                    break
+                if frame["op"] != "subcall_result":
+                    continue
+                if frame["id"] == ident:
+                    return frame
+                with self._cv:
+                    self._results[frame["id"]] = frame
+                    self._cv.notify_all()
         finally:
-            self._in_io = False
-        if self._held_interrupt:
-            self._held_interrupt = False
-            raise CellInterrupted
-        return SubcallResponse.from_dict(frame["response"])
+            with self._cv:
+                self._reading = False
+                self._cv.notify_all()
 
     def serve(self) -> None:
         init = self.channel.recv()
         if init is None or init["op"] != "init":
             return
+        measures: list[dict[str, Any]] = []
         try:
-            apply_rlimits(init.get("rlimits", {}))
+            rlimits = apply_rlimits(init.get("rlimits", {}))
             value, bad = ctx.load(init["context_path"], init["context_kind"])
             meta = ctx.describe(value, decode_errors=bad, source=init.get("source"))
+            measures.append(
+                {"name": "rlimits", "in_force": bool(rlimits), "detail": ", ".join(rlimits)}
+            )
+            if init.get("sandbox") is not None:
+                hardener = Hardener(init["sandbox"], init["context_path"])
+                measures += [m.to_dict() for m in hardener.run()]
         except Exception as exc:
             self.channel.send({"op": "fatal", "error": f"{type(exc).__name__}: {exc}"})
             return
         self.repl = Repl(value, self.call_host, own_process=True)
         del value
-        self.channel.send({"op": "ready", "meta": meta.to_dict(), "pid": os.getpid()})
+        self.channel.send(
+            {"op": "ready", "meta": meta.to_dict(), "pid": os.getpid(), "measures": measures}
+        )
         while True:
             frame = self.channel.recv()
             if frame is None or frame["op"] == "shutdown":
@@ -110,7 +164,16 @@ class Worker:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    worker = Worker(Channel(int(args[0]), int(args[1])))
+    read_fd, write_fd = int(args[0]), int(args[1])
+    if read_fd in (0, 1, 2) or write_fd in (0, 1, 2):
+        # the channel came as stdio (runsc passes no other fds): move it away, so that a stray
+        # print of ours or of model code can never write into the frame stream
+        read_fd, write_fd = os.dup(read_fd), os.dup(write_fd)
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.close(null)
+    worker = Worker(Channel(read_fd, write_fd))
     signal.signal(signal.SIGINT, worker.on_sigint)
     worker.serve()
 

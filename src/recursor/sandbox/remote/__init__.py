@@ -1,0 +1,1 @@
+"""Environments whose worker runs elsewhere (a container, a vendor's sandbox), same protocol."""
