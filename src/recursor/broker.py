@@ -1,36 +1,79 @@
 """Serves the sub-calls a REPL makes: ``llm_query``, ``rlm_query`` and their batched forms.
 
-The broker routes by depth (a plain call, a child RLM, or the plain-call fallback at the last
-level), reserves every sub-call on the run's ledger before it starts (a batch that would pass
-``max_subcalls`` runs only what fits and returns an error for each item it refused), and runs
-batch items concurrently up to ``max_concurrency``. Threads, because model backends and child
-runs are blocking calls made from the worker's service threads.
+The seam stays blocking: a session calls ``broker(request)`` on a host thread and waits for
+the response. Underneath, every item runs as a coroutine on the run tree's one event loop
+(:mod:`recursor._broker_runtime`), so a batch of 1,000 remote calls is 1,000 awaits on async SDK
+clients, not 1,000 threads. For each plain call, in order:
+
+1. the ledger reserves it (``max_subcalls``, per batch: items past the cap get an error each);
+2. a prompt larger than the model's context window fails at once, naming its size and the limit;
+3. the cache answers identical (model, messages, output parameters) calls, and an identical call
+   already in flight is awaited instead of made again (both count as ``cached_calls``, cost 0);
+4. the call takes a global slot (``max_concurrency``), its model's slot and rate buckets
+   (``model_limits``), and reserves its estimated cost (``max_cost_usd``: an item that does not
+   fit is refused with an error, the rest of the batch still runs);
+5. it is made with a per-call timeout (``subcall_timeout_s``, never past the run deadline) and
+   retried on 429 / 5xx / timeouts / connection errors (``retry``), honouring ``Retry-After``.
+
+Child RLMs (``rlm_query`` below ``max_depth``) are synchronous driver runs: they run on daemon
+threads, at most ``max_concurrency`` at a time per depth, all drawing on the one ledger.
+
+A failed item is an error string in the model's list (the REPL shows it as ``[error: ...]``);
+``subcall_errors="raise"`` makes a batch with a failed item raise instead.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
+from recursor._broker_cache import cache_key, output_params
+from recursor._broker_policy import (
+    DEFAULT_OUTPUT_TOKENS_ESTIMATE,
+    ModelLimits,
+    RetryPolicy,
+    is_retryable,
+)
+from recursor._broker_runtime import BrokerOptions, BrokerRuntime
+from recursor._threads import in_daemon_thread
 from recursor.errors import (
     ConfigurationError,
+    ContextWindowExceeded,
+    CostLimitExceeded,
     DepthLimitExceeded,
     LimitExceeded,
+    LMError,
+    LMTimeoutError,
     RecursorError,
+    RunTimeout,
     ScriptExhausted,
     SubcallError,
     SubcallLimitExceeded,
 )
 from recursor.limits import Ledger
-from recursor.lm.base import LM
+from recursor.lm.base import LM, Completion, Message
 from recursor.sandbox.base import SubcallRequest, SubcallResponse
 from recursor.trace import LimitHit, SubcallMade, Trace
 from recursor.trace.events import prompt_digest, prompt_preview
-from recursor.usage import Usage, estimate_tokens
+from recursor.usage import Usage, estimate_message_tokens
+
+__all__ = [
+    "Broker",
+    "BrokerOptions",
+    "BrokerRuntime",
+    "BrokerScope",
+    "ModelLimits",
+    "RetryPolicy",
+]
 
 #: runs a child RLM: (prompt, context, depth) -> (answer or None, stop_reason, child run id)
 ChildRunner = Callable[[str, Any, int], tuple[str | None, str, str]]
@@ -45,7 +88,8 @@ class BrokerScope:
     run_id: str
     ledger: Ledger
     trace: Trace
-    max_concurrency: int
+    #: the tree's loop, limits and cache (shared by every REPL of the tree)
+    runtime: BrokerRuntime
     #: the model for a depth; named models for ``llm_query(..., model=NAME)``
     lm_for_depth: Callable[[int], LM]
     named: dict[str, LM]
@@ -61,10 +105,47 @@ class _ItemError(Exception):
         self.error_type = error_type
 
 
+@dataclass(slots=True)
+class _Call:
+    """What one plain item did, for its trace event."""
+
+    usage: Usage
+    reply: str = ""
+    cached: bool = False
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The outcome of a batch, item by item (filled on the loop, read after it is done)."""
+
+    results: list[str | None]
+    errors: list[str | None]
+    types: list[str | None]
+
+    @classmethod
+    def of(cls, n: int) -> _Batch:
+        return cls([None] * n, [None] * n, [None] * n)
+
+
+def _cached_usage(lm: LM) -> Usage:
+    """A call answered from the cache: counted, marked, and free (``cost_usd`` 0 when the model
+    is priced; unknown stays unknown, so an unpriced tree's cost does not turn into $0)."""
+    priced = getattr(lm, "pricing", None) is not None
+    return Usage(calls=1, cached_calls=1, cost_usd=0.0 if priced else None)
+
+
+def _max_output_tokens(lm: LM) -> int:
+    value = output_params(lm).get("max_tokens")
+    return value if isinstance(value, int) and value > 0 else DEFAULT_OUTPUT_TOKENS_ESTIMATE
+
+
 class Broker:
     def __init__(self, scope: BrokerScope) -> None:
         self.scope = scope
+        self.options = scope.runtime.options
 
+    # -- the seam: called on a host thread, blocks --------------------------------------------
     def __call__(self, request: SubcallRequest) -> SubcallResponse:
         s = self.scope
         n = len(request.prompts)
@@ -81,9 +162,8 @@ class Broker:
             lm = self._model(request.model, target)
         except ConfigurationError as exc:
             return SubcallResponse.failure(n, str(exc), ConfigurationError.__name__)
-        results: list[str | None] = [None] * n
-        errors: list[str | None] = [None] * n
-        types: list[str | None] = [None] * n
+        out = _Batch.of(n)
+        results, errors, types = out.results, out.errors, out.types
         granted = s.ledger.reserve_subcalls(n)
         if granted < n:
             cap = s.ledger.limits.max_subcalls
@@ -99,21 +179,50 @@ class Broker:
                 f"max_subcalls={s.ledger.limits.max_subcalls} reached: this item was not run"
             )
             types[i] = SubcallLimitExceeded.__name__
+        if granted:
+            self._run_batch(request, lm, target, granted, out)
+        failed = sum(e is not None for e in errors)
+        if failed and request.batched and self.options.subcall_errors == "raise":
+            # Raised from the handler: an in-process REPL raises it in the cell; a worker
+            # process turns it into the same error for every item.
+            first = next(i for i, e in enumerate(errors) if e is not None)
+            raise SubcallError(f"{failed} of {n} batch items failed; item {first}: {errors[first]}")
+        return SubcallResponse(results, errors, types)
 
-        def one(i: int) -> None:
+    def _run_batch(
+        self,
+        request: SubcallRequest,
+        lm: LM,
+        target: int,
+        count: int,
+        out: _Batch,
+    ) -> None:
+        results, errors, types = out.results, out.errors, out.types
+
+        async def one(i: int) -> None:
             try:
-                if s.cancel.is_set():
-                    raise _ItemError("cancelled: the run is stopping", "SubcallError")
-                if request.kind == "rlm" and target < s.max_depth:
+                if self.scope.cancel.is_set():
+                    raise _ItemError("cancelled: the run is stopping", SubcallError.__name__)
+                if request.kind == "rlm" and target < self.scope.max_depth:
                     ctx = request.contexts[i] if request.contexts else None
-                    results[i] = self._child(request.prompts[i], ctx, target, i)
+                    results[i] = await self._child(request.prompts[i], ctx, target, i)
                 else:
-                    results[i] = self._plain(lm, self._prompt(request, i), request.kind, i)
+                    prompt = self._prompt(request, i)
+                    results[i] = await self._plain(lm, prompt, request.kind, i)
             except _ItemError as exc:
                 errors[i], types[i] = str(exc), exc.error_type
 
-        self._run_all(one, granted)
-        return SubcallResponse(results, errors, types)
+        async def batch() -> None:
+            await asyncio.gather(*(one(i) for i in range(count)))
+
+        try:
+            self.scope.runtime.submit(batch()).result()
+        except (RuntimeError, concurrent.futures.CancelledError, asyncio.CancelledError):
+            pass  # the run ended under us: items without an outcome get an error below
+        for i in range(count):
+            if results[i] is None and errors[i] is None:
+                errors[i] = "cancelled: the run is stopping"
+                types[i] = SubcallError.__name__
 
     def _model(self, model: str | None, depth: int) -> LM:
         s = self.scope
@@ -136,46 +245,20 @@ class Broker:
             prompt = f"{prompt}\n\nContext:\n{text}"
         return prompt
 
-    def _run_all(self, fn: Callable[[int], None], count: int) -> None:
-        if count <= 1:
-            for i in range(count):
-                fn(i)
-            return
-        lock = threading.Lock()
-        it = iter(range(count))
-
-        def worker() -> None:
-            while True:
-                with lock:
-                    i = next(it, None)
-                if i is None:
-                    return
-                fn(i)
-
-        threads = [
-            threading.Thread(target=worker, daemon=True)
-            for _ in range(min(count, self.scope.max_concurrency))
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-
-    def _plain(self, lm: LM, prompt: str, kind: str, index: int) -> str:
+    # -- plain calls (on the loop) --------------------------------------------------------------
+    async def _plain(self, lm: LM, prompt: str, kind: str, index: int) -> str:
         s = self.scope
-        messages = [{"role": "user", "content": prompt}]
+        messages: list[Message] = [{"role": "user", "content": prompt}]
         t0 = time.perf_counter()
-        usage, reply, error = Usage(), "", None
+        call = _Call(Usage())
+        error: str | None = None
         try:
-            s.ledger.check_model_call(estimate_tokens(prompt) + 4)
-            completion = lm.complete(messages)
-            usage, reply = completion.usage, completion.text
-            s.ledger.record(lm.name, usage)
-            return reply
+            await self._answer(lm, messages, call)
+            return call.reply
         except ScriptExhausted as exc:
             s.fatal.append(exc)
             error = str(exc)
-            raise _ItemError(error, "SubcallError") from exc
+            raise _ItemError(error, SubcallError.__name__) from exc
         except LimitExceeded as exc:
             error = str(exc)
             s.trace.emit(LimitHit(s.run_id, limit=exc.limit, message=error))
@@ -195,20 +278,144 @@ class Broker:
                     model=lm.name,
                     index=index,
                     prompt_chars=len(prompt),
-                    reply_chars=len(reply),
+                    reply_chars=len(call.reply),
                     error=error,
-                    usage=usage.to_dict(),
+                    usage=call.usage.to_dict(),
                     latency_s=time.perf_counter() - t0,
-                    reply=reply,
+                    reply=call.reply,
                     prompt=prompt_preview(prompt),
                     prompt_sha256=prompt_digest(prompt),
+                    cached=call.cached,
+                    attempts=call.attempts,
                 )
             )
 
-    def _child(self, prompt: str, context: Any, depth: int, index: int) -> str:
+    async def _answer(self, lm: LM, messages: list[Message], call: _Call) -> None:
+        """Fill ``call`` from the cache, an identical call in flight, or the model."""
+        rt, ledger = self.scope.runtime, self.scope.ledger
+        tokens = estimate_message_tokens(messages)
+        window = self.options.context_window(lm)
+        if window is not None and tokens > window:
+            chars = sum(len(m["content"]) for m in messages)
+            raise ContextWindowExceeded(
+                f"the prompt is ~{tokens:,} tokens ({chars:,} characters) but {lm.name} "
+                f"accepts at most {window:,} input tokens; send smaller chunks "
+                "(e.g. split the text and use llm_query_batched)"
+            )
+        cache = rt.cache
+        key = cache_key(lm, messages) if cache is not None else None
+        if cache is not None and key is not None:
+            hit = cache.get(key)
+            if hit is None and key in rt.inflight:
+                hit = await asyncio.shield(rt.inflight[key])
+            if hit is not None:
+                call.reply, call.cached, call.usage = hit, True, _cached_usage(lm)
+                ledger.record(lm.name, call.usage)
+                return
+            shared: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            rt.inflight[key] = shared
+        try:
+            completion = await self._call(lm, messages, tokens, call)
+        except BaseException as exc:
+            if key is not None:
+                rt.inflight.pop(key, None)
+                shared.set_exception(exc if isinstance(exc, Exception) else SubcallError(str(exc)))
+                shared.exception()  # retrieved: waiters re-raise it; no "never retrieved" log
+            raise
+        call.reply, call.usage = completion.text, completion.usage
+        if cache is not None and key is not None:
+            rt.inflight.pop(key, None)
+            shared.set_result(completion.text)
+            # a cache that cannot be written (disk full, a locked file) must not fail the call
+            with contextlib.suppress(sqlite3.Error):
+                cache.put(key, lm.name, completion.text)
+
+    async def _call(self, lm: LM, messages: list[Message], tokens: int, call: _Call) -> Completion:
+        """One model call under the limits, with retries; its usage recorded on the ledger."""
+        rt, ledger = self.scope.runtime, self.scope.ledger
+        gate = rt.gate(lm.name)
+        out_tokens = _max_output_tokens(lm)
+        async with AsyncExitStack() as slots:
+            # the model's slot first: a call queued for a busy model must not hold a global
+            # slot that a call to another model could use
+            if gate.semaphore is not None:
+                await slots.enter_async_context(gate.semaphore)
+            await slots.enter_async_context(rt.global_slots())
+            ledger.check_model_call(tokens)
+            price = getattr(lm, "pricing", None)
+            reserved = price.cost(tokens, out_tokens) if price is not None else 0.0
+            if reserved and not ledger.reserve_cost(reserved):
+                cap = ledger.limits.max_cost_usd
+                exc = CostLimitExceeded(
+                    f"max_cost_usd={cap}: this item (~${reserved:.6f} reserved for ~{tokens:,} "
+                    f"input + {out_tokens:,} output tokens) does not fit what is left; not run"
+                )
+                ledger.note(exc)
+                raise exc
+            try:
+                return await self._attempts(lm, messages, tokens + out_tokens, call, gate)
+            finally:
+                ledger.release_cost(reserved)
+        raise AssertionError("unreachable")  # pragma: no cover (mypy: async with may swallow)
+
+    async def _attempts(
+        self, lm: LM, messages: list[Message], tokens: int, call: _Call, gate: Any
+    ) -> Completion:
+        ledger, opts = self.scope.ledger, self.options
+        policy = opts.retry
+        for attempt in range(policy.max_attempts):
+            await gate.admit(tokens)
+            remaining = ledger.remaining()
+            limits = [t for t in (opts.subcall_timeout_s, remaining) if t is not None]
+            timeout = min(limits) if limits else None
+            call.attempts = attempt + 1
+            try:
+                if timeout is None:
+                    completion = await lm.acomplete(messages)
+                else:
+                    completion = await asyncio.wait_for(lm.acomplete(messages), timeout)
+            except TimeoutError:
+                if opts.subcall_timeout_s is None or timeout != opts.subcall_timeout_s:
+                    expired = RunTimeout(
+                        f"timeout_s={ledger.limits.timeout_s} elapsed during a sub-call"
+                    )
+                    ledger.note(expired)
+                    raise expired from None
+                error: LMError = LMTimeoutError(
+                    f"{lm.name}: no reply within subcall_timeout_s={opts.subcall_timeout_s}"
+                )
+            except LMError as exc:
+                error = exc
+            else:
+                ledger.record(lm.name, completion.usage)
+                return completion
+            if not is_retryable(error) or attempt + 1 >= policy.max_attempts:
+                if attempt:
+                    raise type(error)(f"{error} (after {attempt + 1} attempts)") from error
+                raise error
+            delay = policy.delay(attempt, error)
+            remaining = ledger.remaining()
+            if remaining is not None and delay >= remaining:
+                raise error
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- child runs -----------------------------------------------------------------------------
+    async def _child(self, prompt: str, context: Any, depth: int, index: int) -> str:
         s = self.scope
-        t0 = time.perf_counter()
-        answer, reason, child_id = s.run_child(prompt, context, depth)
+        async with s.runtime.child_slots(depth):
+            if s.cancel.is_set():
+                raise _ItemError("cancelled: the run is stopping", SubcallError.__name__)
+            t0 = time.perf_counter()
+            try:
+                answer, reason, child_id = await in_daemon_thread(
+                    s.run_child, prompt, context, depth
+                )
+            except ScriptExhausted as exc:
+                s.fatal.append(exc)
+                raise _ItemError(str(exc), SubcallError.__name__) from exc
+            except Exception as exc:
+                raise _ItemError(f"{type(exc).__name__}: {exc}", SubcallError.__name__) from exc
         error = None if answer is not None else f"child RLM stopped ({reason}) without an answer"
         s.trace.emit(
             SubcallMade(

@@ -66,6 +66,8 @@ class Ledger:
         self._by_model: dict[str, Usage] = {}
         self._total = Usage()
         self._subcalls = 0
+        #: dollars set aside for priced calls in flight (see :meth:`reserve_cost`)
+        self._reserved_cost = 0.0
         #: every limit that refused something, in order (for the trace and the result)
         self.hits: list[LimitExceeded] = []
 
@@ -100,7 +102,7 @@ class Ledger:
         lim = self.limits
         with self._lock:
             used = self._total.total_tokens
-            cost = self._total.cost_usd or 0.0
+            cost = (self._total.cost_usd or 0.0) + self._reserved_cost
         if lim.max_tokens is not None and used + estimated_input_tokens > lim.max_tokens:
             self._refuse(
                 TokenLimitExceeded(
@@ -124,6 +126,26 @@ class Ledger:
                 )
             )
         return granted
+
+    def reserve_cost(self, amount: float) -> bool:
+        """Set ``amount`` dollars aside for a call about to start; False (and nothing set aside)
+        when spent + reserved + amount would pass ``max_cost_usd``. Release it with
+        :meth:`release_cost` when the call ends, after recording its real usage."""
+        cap = self.limits.max_cost_usd
+        with self._lock:
+            spent = (self._total.cost_usd or 0.0) + self._reserved_cost
+            if cap is not None and spent + amount > cap:
+                return False
+            self._reserved_cost += amount
+            return True
+
+    def release_cost(self, amount: float) -> None:
+        with self._lock:
+            self._reserved_cost = max(0.0, self._reserved_cost - amount)
+
+    def note(self, exc: LimitExceeded) -> None:
+        """Record a limit that refused something without raising (a refused batch item)."""
+        self._note(exc)
 
     @property
     def subcalls(self) -> int:

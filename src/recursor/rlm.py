@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import uuid
 from collections.abc import Callable, Coroutine
@@ -11,7 +12,14 @@ from typing import Any, Literal, TypeVar
 
 from recursor import prompts
 from recursor._threads import in_daemon_thread
-from recursor.broker import Broker, BrokerScope
+from recursor.broker import (
+    Broker,
+    BrokerOptions,
+    BrokerRuntime,
+    BrokerScope,
+    ModelLimits,
+    RetryPolicy,
+)
 from recursor.context import Context, ContextInput
 from recursor.engine import Action, CallModel, Engine, Outcome, ReadVar, RunCell
 from recursor.errors import (
@@ -57,6 +65,15 @@ class RLM:
 
     ``max_depth``: 0 is REPL only; 1 adds ``llm_query`` on ``sub``; >= 2 makes ``rlm_query``
     spawn child RLMs (on the model for their depth: ``models_by_depth`` or ``sub``).
+
+    Sub-calls (:mod:`recursor.broker`): at most ``max_concurrency`` model calls at once over the
+    tree; ``model_limits`` adds per-model slots and requests/tokens-per-minute limits
+    (:class:`~recursor.broker.ModelLimits`); ``retry`` retries 429/5xx/timeouts with backoff
+    (:class:`~recursor.broker.RetryPolicy`); ``subcall_timeout_s`` bounds one call;
+    ``subcall_errors="raise"`` makes a batch with a failed item raise in the cell instead of
+    listing ``[error: ...]`` strings; ``cache`` answers identical sub-calls once (True: per run,
+    in memory; a path: also a SQLite file shared across runs; False: off);
+    ``context_windows`` overrides the known input-token windows by model name.
     """
 
     def __init__(
@@ -70,14 +87,27 @@ class RLM:
         models_by_depth: dict[int, LM | str] | None = None,
         models: dict[str, LM | str] | None = None,
         max_concurrency: int = 16,
+        model_limits: dict[str, ModelLimits] | None = None,
+        retry: RetryPolicy | None = None,
+        subcall_timeout_s: float | None = None,
+        subcall_errors: Literal["string", "raise"] = "string",
+        cache: bool | str | os.PathLike[str] = True,
+        context_windows: dict[str, int] | None = None,
         raise_errors: bool = False,
         sinks: list[Sink] | None = None,
         prompt_style: Literal["auto", "full", "compact"] = "auto",
     ) -> None:
         if max_depth < 0:
             raise ConfigurationError("max_depth must be >= 0")
-        if max_concurrency < 1:
-            raise ConfigurationError("max_concurrency must be >= 1")
+        self.broker_options = BrokerOptions(
+            max_concurrency=max_concurrency,
+            model_limits=dict(model_limits or {}),
+            retry=retry or RetryPolicy(),
+            subcall_timeout_s=subcall_timeout_s,
+            subcall_errors=subcall_errors,
+            cache=cache,
+            context_windows=dict(context_windows or {}),
+        )
         self.root = resolve_lm(root if root is not None else DEFAULT_MODEL)
         self.sub = self.root if sub is None else resolve_lm(sub)
         self.models_by_depth = {d: resolve_lm(m) for d, m in (models_by_depth or {}).items()}
@@ -116,6 +146,7 @@ class RLM:
             outcome = _drive_sync(node)
         finally:
             node.close()
+            tree.close()
         return tree.result(node, outcome)
 
     async def acompletion(self, query: str, context: ContextInput = None) -> RLMResult:
@@ -127,6 +158,7 @@ class RLM:
             outcome = await _drive_async(node)
         finally:
             await in_daemon_thread(node.close)
+            await in_daemon_thread(tree.close)
         return tree.result(node, outcome)
 
 
@@ -139,6 +171,12 @@ class _Tree:
         self.trace = Trace(rlm.sinks)
         self.fatal: list[BaseException] = []
         self.cancel = threading.Event()
+        #: the sub-call broker's loop, limits and cache, shared by every REPL of the tree
+        self.broker = BrokerRuntime(rlm.broker_options)
+
+    def close(self) -> None:
+        self.cancel.set()
+        self.broker.close()
 
     def node(
         self, query: str, context: ContextInput, *, depth: int, parent_id: str | None
@@ -191,7 +229,7 @@ class _Node:
             run_id=self.run_id,
             ledger=tree.ledger,
             trace=tree.trace,
-            max_concurrency=rlm.max_concurrency,
+            runtime=tree.broker,
             lm_for_depth=rlm.lm_for_depth,
             named=rlm.models,
             run_child=self._run_child,
@@ -201,7 +239,7 @@ class _Node:
         self.session = rlm.environment.open(SessionSpec(self.context, Broker(scope), self.depth))
         meta = self.session.meta
         sub = rlm.lm_for_depth(self.depth + 1)
-        window = getattr(sub, "context_window", None)
+        window = rlm.broker_options.context_window(sub)
         settings = prompts.PromptSettings(
             max_iterations=rlm.limits.max_iterations,
             max_output_chars=rlm.limits.max_output_chars,

@@ -96,6 +96,10 @@ class SubcallMade(Event):
     #: the head of the prompt (:func:`prompt_preview`) and the sha256 of all of it
     prompt: str = ""
     prompt_sha256: str = ""
+    #: answered from the broker's cache (or by an identical call in flight): no model call made
+    cached: bool = False
+    #: model calls made for this sub-call (more than 1 when the broker retried)
+    attempts: int = 1
 
 
 @dataclass(frozen=True, slots=True)
