@@ -208,7 +208,8 @@ def test_failed_items_are_errors_in_place() -> None:
     assert rlm.completion("q", context="c").answer == ("['ok', '[error: ValueError: boom]', 'ok']")
 
 
-def test_subcall_errors_raise_mode() -> None:
+@pytest.mark.parametrize("environment", ["inprocess", "subprocess"])
+def test_subcall_errors_raise_mode(environment: str) -> None:
     root = ScriptedLM(
         [
             code(
@@ -219,7 +220,7 @@ def test_subcall_errors_raise_mode() -> None:
         ]
     )
     sub = FunctionLM(lambda chat: 1 / 0 if chat[-1]["content"] == "bad" else "ok")  # type: ignore[arg-type,return-value]
-    rlm = RLM(root, sub, environment="inprocess", subcall_errors="raise")
+    rlm = RLM(root, sub, environment=environment, subcall_errors="raise")
     answer = rlm.completion("q", context="c").answer or ""
     assert answer.startswith("SubcallError: 1 of 2 batch items failed; item 1:")
 

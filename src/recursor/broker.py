@@ -184,7 +184,7 @@ class Broker:
         failed = sum(e is not None for e in errors)
         if failed and request.batched and self.options.subcall_errors == "raise":
             # Raised from the handler: an in-process REPL raises it in the cell; a worker
-            # process turns it into the same error for every item.
+            # session sends it as a response marked ``raised``, which the REPL raises.
             first = next(i for i, e in enumerate(errors) if e is not None)
             raise SubcallError(f"{failed} of {n} batch items failed; item {first}: {errors[first]}")
         return SubcallResponse(results, errors, types)

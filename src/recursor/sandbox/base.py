@@ -51,17 +51,27 @@ class SubcallResponse:
     errors: list[str | None]
     #: the recursor.errors class name of each error, so the REPL can raise the typed error
     error_types: list[str | None]
+    #: the handler raised: the whole call fails in the cell, even a batch (whose failed items
+    #: are otherwise error strings). Carries ``subcall_errors="raise"`` across a worker channel.
+    raised: bool = False
 
     @classmethod
-    def failure(cls, n: int, message: str, error_type: str = "SubcallError") -> SubcallResponse:
-        return cls([None] * n, [message] * n, [error_type] * n)
+    def failure(
+        cls, n: int, message: str, error_type: str = "SubcallError", *, raised: bool = False
+    ) -> SubcallResponse:
+        return cls([None] * n, [message] * n, [error_type] * n, raised)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SubcallResponse:
-        return cls(list(d["results"]), list(d["errors"]), list(d["error_types"]))
+        return cls(
+            list(d["results"]),
+            list(d["errors"]),
+            list(d["error_types"]),
+            bool(d.get("raised", False)),
+        )
 
 
 #: serves sub-calls for a session; called on a host thread, may block

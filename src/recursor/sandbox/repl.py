@@ -161,6 +161,8 @@ class Repl:
         if not request.prompts:
             return []
         resp = self._ask(request)
+        if resp.raised:
+            self._raise(resp.errors[0] or "the sub-call failed", resp.error_types[0])
         return [
             f"[error: {e}]" if e is not None else (r or "")
             for r, e in zip(resp.results, resp.errors, strict=True)

@@ -429,7 +429,7 @@ class WorkerSession:
                 response = self._spec.handler(request)
             except Exception as exc:
                 response = SubcallResponse.failure(
-                    len(request.prompts), f"{type(exc).__name__}: {exc}", type(exc).__name__
+                    len(request.prompts), str(exc), type(exc).__name__, raised=True
                 )
             self._events.put(("subcall_done", token, response))
 
