@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from recursor.broker import ModelLimits, RetryPolicy
     from recursor.errors import LimitExceeded, RecursorError
     from recursor.limits import Limits
     from recursor.rlm import RLM, RLMResult
@@ -22,6 +23,8 @@ _EXPORTS = {
     "RLM": "recursor.rlm",
     "RLMResult": "recursor.rlm",
     "Limits": "recursor.limits",
+    "ModelLimits": "recursor.broker",
+    "RetryPolicy": "recursor.broker",
     "LimitExceeded": "recursor.errors",
     "RecursorError": "recursor.errors",
     "Pricing": "recursor.usage",
@@ -33,9 +36,11 @@ __all__ = [
     "RLM",
     "LimitExceeded",
     "Limits",
+    "ModelLimits",
     "Pricing",
     "RLMResult",
     "RecursorError",
+    "RetryPolicy",
     "Usage",
     "UsageReport",
 ]
