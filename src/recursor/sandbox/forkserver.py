@@ -28,20 +28,16 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import weakref
-from typing import Any
+from typing import IO, Any
 
 if __name__ == "__main__":  # run as a file: make the package importable without PYTHONPATH
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from recursor.errors import SandboxError
-from recursor.sandbox import cgroups
 from recursor.sandbox.base import SessionSpec
-from recursor.sandbox.framing import Channel
 from recursor.sandbox.hardening import Measure
-from recursor.sandbox.subprocess import Launched, SubprocessEnvironment
+from recursor.sandbox.subprocess import Launched, SubprocessEnvironment, WorkerProcess
 
 _MAX_MSG = 4096
 
@@ -233,31 +229,16 @@ class ForkServerEnvironment(SubprocessEnvironment):
                 self._stop_server = weakref.finalize(self, ForkServer.close, self._server)
             return self._server
 
-    def launch(self, spec: SessionSpec | None = None) -> Launched:
-        to_worker_r, to_worker_w = os.pipe()
-        from_worker_r, from_worker_w = os.pipe()
-        stderr = tempfile.TemporaryFile()
-        scratch = tempfile.TemporaryDirectory(prefix="recursor-repl-")
-        try:
-            proc = self._live_server().fork(
-                to_worker_r, from_worker_w, stderr.fileno(), scratch.name
-            )
-        except OSError as exc:
-            for fd in (to_worker_w, from_worker_r):
-                os.close(fd)
-            stderr.close()
-            scratch.cleanup()
-            raise SandboxError(f"could not fork a worker: {exc}") from exc
-        finally:
-            os.close(to_worker_r)
-            os.close(from_worker_w)
-        launched = Launched(proc, Channel(from_worker_r, to_worker_w), stderr, scratch)
-        if self.hardened and sys.platform == "linux":
-            mem = self.limits.memory_mb
-            launched.cgroup = cgroups.attach(
-                proc.pid, None if mem is None else mem << 20, self.limits.processes
-            )
-        return launched
+    def spawn(
+        self,
+        read_fd: int,
+        write_fd: int,
+        stderr: IO[bytes],
+        cwd: str,
+        spec: SessionSpec | None,
+    ) -> WorkerProcess:
+        """Fork the worker from the pre-imported server instead of starting an interpreter."""
+        return self._live_server().fork(read_fd, write_fd, stderr.fileno(), cwd)
 
     def host_measures(self, launched: Launched) -> list[Measure]:
         return [

@@ -153,26 +153,15 @@ class SubprocessEnvironment:
         """Start a worker process: pipes, a new session, a scratch directory as its cwd.
 
         ``spec`` is given when the launch itself depends on the session (a launcher that
-        bind-mounts the context); the generic spare worker is launched without one.
+        bind-mounts the context); the generic spare worker is launched without one. How the
+        process comes to exist is :meth:`spawn`'s business; the rest is the same for all.
         """
         to_worker_r, to_worker_w = os.pipe()
         from_worker_r, from_worker_w = os.pipe()
         stderr = tempfile.TemporaryFile()
         scratch = tempfile.TemporaryDirectory(prefix="recursor-repl-")
-        stdio = self.stdio_channel
         try:
-            proc = subprocess.Popen(
-                self.command(0, 1, spec)
-                if stdio
-                else self.command(to_worker_r, from_worker_w, spec),
-                pass_fds=() if stdio else (to_worker_r, from_worker_w),
-                stdin=to_worker_r if stdio else subprocess.DEVNULL,
-                stdout=from_worker_w if stdio else subprocess.DEVNULL,
-                stderr=stderr,
-                cwd=scratch.name,
-                env=self.worker_env(),
-                start_new_session=True,
-            )
+            proc = self.spawn(to_worker_r, from_worker_w, stderr, scratch.name, spec)
         except OSError as exc:
             for fd in (to_worker_w, from_worker_r):
                 os.close(fd)
@@ -189,6 +178,27 @@ class SubprocessEnvironment:
                 proc.pid, None if mem is None else mem * _MB, self.limits.processes
             )
         return launched
+
+    def spawn(
+        self,
+        read_fd: int,
+        write_fd: int,
+        stderr: IO[bytes],
+        cwd: str,
+        spec: SessionSpec | None,
+    ) -> WorkerProcess:
+        """Create the worker process with ``read_fd``/``write_fd``, in a new session, in ``cwd``."""
+        stdio = self.stdio_channel
+        return subprocess.Popen(
+            self.command(0, 1, spec) if stdio else self.command(read_fd, write_fd, spec),
+            pass_fds=() if stdio else (read_fd, write_fd),
+            stdin=read_fd if stdio else subprocess.DEVNULL,
+            stdout=write_fd if stdio else subprocess.DEVNULL,
+            stderr=stderr,
+            cwd=cwd,
+            env=self.worker_env(),
+            start_new_session=True,
+        )
 
     def take(self, spec: SessionSpec | None = None) -> Launched:
         """The spare worker if there is a live one, else a new one; then start the next spare."""
