@@ -142,10 +142,8 @@ class RLM:
         tree = _Tree(self)
         node = tree.node(query, context, depth=0, parent_id=None)
         try:
-            node.open()
-            outcome = _drive_sync(node)
+            outcome = node.run()
         finally:
-            node.close()
             tree.close()
         return tree.result(node, outcome)
 
@@ -286,12 +284,16 @@ class _Node:
         node = self.tree.node(
             prompt, prompt if context is None else context, depth=depth, parent_id=self.run_id
         )
-        try:
-            node.open()
-            outcome = _drive_sync(node)
-        finally:
-            node.close()
+        outcome = node.run()
         return outcome.answer, outcome.stop_reason, node.run_id
+
+    def run(self) -> Outcome:
+        """Open the REPL, drive the engine synchronously to its end, close the REPL."""
+        try:
+            self.open()
+            return _drive_sync(self)
+        finally:
+            self.close()
 
     def close(self) -> None:
         if self.session is not None:

@@ -51,6 +51,17 @@ def _attrs(values: dict[str, Any]) -> dict[str, Attr]:
     return {k: v for k, v in values.items() if isinstance(v, str | bool | int | float)}
 
 
+def _chat_attributes(model: str, usage: dict[str, Any]) -> dict[str, Any]:
+    """GenAI semantic-convention attributes of one model call (root turn or plain sub-call)."""
+    return {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": model,
+        "gen_ai.usage.input_tokens": usage.get("input_tokens"),
+        "gen_ai.usage.output_tokens": usage.get("output_tokens"),
+        "rlm.cost_usd": usage.get("cost_usd"),
+    }
+
+
 class OTelSink:
     """A trace sink that turns events into OpenTelemetry spans.
 
@@ -133,11 +144,7 @@ class OTelSink:
                 event.t - event.latency_s,
                 event.t,
                 {
-                    "gen_ai.operation.name": "chat",
-                    "gen_ai.request.model": event.model,
-                    "gen_ai.usage.input_tokens": event.usage.get("input_tokens"),
-                    "gen_ai.usage.output_tokens": event.usage.get("output_tokens"),
-                    "rlm.cost_usd": event.usage.get("cost_usd"),
+                    **_chat_attributes(event.model, event.usage),
                     "rlm.iteration": event.iteration,
                     "rlm.reply": self._content(event.reply),
                 },
@@ -167,11 +174,7 @@ class OTelSink:
                 event.t - event.latency_s,
                 event.t,
                 {
-                    "gen_ai.operation.name": "chat",
-                    "gen_ai.request.model": event.model,
-                    "gen_ai.usage.input_tokens": event.usage.get("input_tokens"),
-                    "gen_ai.usage.output_tokens": event.usage.get("output_tokens"),
-                    "rlm.cost_usd": event.usage.get("cost_usd"),
+                    **_chat_attributes(event.model, event.usage),
                     "rlm.subcall.kind": event.kind,
                     "rlm.subcall.depth": event.depth,
                     "rlm.subcall.prompt_chars": event.prompt_chars,
