@@ -6,21 +6,50 @@ PYTHON ?= python3
 # (~1.6 GB of downloads the first time; pip's cache makes later installs quick).
 TEST_EXTRAS ?= dev,local,local-small,e2b,modal,daytona
 DEMO_EXTRAS ?= local
+# Installs are locked: exact versions of everything (pip included) from requirements.lock, so
+# the README's two commands build the same environment on every fresh machine and an upstream
+# release cannot turn the build red overnight. `make lock` re-resolves the newest releases
+# within pyproject.toml's ranges; `make test-latest` runs the suite on them without the lock.
+LOCK   ?= requirements.lock
+PIN    ?= -c $(LOCK)
+# After installing from the lock, fail if anything installed is not pinned at that version
+# (a dependency added to pyproject.toml without `make lock`). Off for test-latest.
+LOCKCHECK ?= $(PY) scripts/lockcheck.py $(LOCK)
 
-.PHONY: test demo install install-demo system-deps lint fmt bench eval clean
+.PHONY: test demo install install-demo system-deps lint fmt bench eval clean lock test-latest
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(PIN) --upgrade pip
 
-# Reinstall whenever the dependency list changes.
-$(VENV)/.installed-test: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[$(TEST_EXTRAS)]"
+# Reinstall whenever the dependency list or the lock changes.
+$(VENV)/.installed-test: pyproject.toml $(LOCK) | $(PY)
+	$(PY) -m pip install --quiet $(PIN) -e ".[$(TEST_EXTRAS)]"
+	$(LOCKCHECK)
 	touch $@
 
-$(VENV)/.installed-demo: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[$(DEMO_EXTRAS)]"
+$(VENV)/.installed-demo: pyproject.toml $(LOCK) | $(PY)
+	$(PY) -m pip install --quiet $(PIN) -e ".[$(DEMO_EXTRAS)]"
+	$(LOCKCHECK)
 	touch $@
+
+# Re-resolve: a throwaway venv gets the newest releases pyproject.toml allows (with every
+# extra the tests use), and its exact versions become the lock. Review the diff, then `make test`.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet -e ".[$(TEST_EXTRAS)]"
+	{ echo "# Exact versions for make test / make demo (pip install -c). Made by make lock: do not edit."; \
+	  echo "# Resolved on $$(date -u +%Y-%m-%d) for CPython $$(.venv-lock/bin/python -c 'import platform; print(platform.python_version(), platform.machine())') on Linux."; \
+	  .venv-lock/bin/python -m pip freeze --all --exclude-editable | grep -iv '^recursor[= @]'; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf .venv-lock
+
+# The whole of make test on the newest releases, in a venv of its own: drift shows here first.
+test-latest:
+	rm -f .venv-latest/.installed-test
+	$(MAKE) test VENV=.venv-latest PIN="--upgrade --upgrade-strategy eager" LOCKCHECK=true
 
 # Debian packages the tests drive: chromium renders the trace viewer headless; bubblewrap runs
 # the bwrap sandbox (contract and escape suites); runsc (gVisor) where Debian has it.
@@ -75,4 +104,4 @@ eval: install
 	  --out benchmarks/results/bench-embedded
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) .venv-latest .venv-lock build dist src/*.egg-info
