@@ -52,14 +52,35 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
-#: directory contexts skip these, and files larger than this
-_SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv"}
-_MAX_FILE = 20 * 2**20
-
 
 def _fail(code: Exit, message: str) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}")
     return typer.Exit(int(code))
+
+
+def _read_directory(path: Path) -> dict[str, str]:
+    """A directory's text files, with progress on a terminal and every skipped entry reported."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from recursor._terminal import visible
+    from recursor.context_dir import read_directory
+
+    with Progress(
+        TextColumn("reading {task.description}"),
+        BarColumn(bar_width=None),
+        TextColumn("{task.fields[files]:,} files, {task.fields[mb]:.1f} MB"),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        task = bar.add_task(escape(str(path)), total=None, files=0, mb=0.0)
+        read = read_directory(
+            path, progress=lambda n, size: bar.update(task, files=n, mb=size / 2**20)
+        )
+    for skip in read.skipped:
+        err.print(f"[yellow]skipped[/] {escape(visible(skip.path))}: {escape(skip.reason)}")
+    return read.docs
 
 
 def load_context(spec: str | None) -> Any:
@@ -70,18 +91,7 @@ def load_context(spec: str | None) -> Any:
         return sys.stdin.buffer.read()
     path = Path(spec).expanduser()
     if path.is_dir():
-        docs: dict[str, str] = {}
-        for root, dirs, files in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
-            for name in sorted(files):
-                f = Path(root) / name
-                if name.startswith(".") or f.stat().st_size > _MAX_FILE:
-                    continue
-                data = f.read_bytes()
-                if b"\0" in data[:8192]:
-                    continue  # binary
-                docs[str(f.relative_to(path))] = data.decode("utf-8", "replace")
-        return docs
+        return _read_directory(path)
     if not path.is_file():
         raise ContextError(f"context path {spec!r} does not exist or is not a file")
     try:

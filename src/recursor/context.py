@@ -3,12 +3,14 @@
 The root never sees the context itself, only :class:`ContextMeta`. The context is handed to a
 REPL once per run: in-process as the object itself, to a worker as one file that the worker
 memory-maps (a path the caller gave is used as it is, never copied). Metadata is computed once,
-where the value lives.
+where the value lives. A directory becomes a dict of its text files by relative path, read by
+:mod:`recursor.context_dir`, which never follows a link out of it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import mmap
 import os
 from dataclasses import asdict, dataclass, field
@@ -20,6 +22,7 @@ ContextKind = Literal["text", "json"]
 #: what ``completion(context=...)`` accepts
 ContextInput = str | bytes | os.PathLike[str] | list[Any] | dict[str, Any] | None
 
+_log = logging.getLogger("recursor.context")
 _MAX_ITEMS_LISTED = 100
 _PREVIEW_CHARS = 600
 _PREVIEW_LINES = 8
@@ -172,7 +175,11 @@ class Context:
     def __init__(self, raw: ContextInput) -> None:
         if raw is None:
             raw = ""
-        if isinstance(raw, os.PathLike):
+        self._source: str | None = None
+        if isinstance(raw, os.PathLike) and os.path.isdir(raw):
+            raw = self._directory(raw)
+        elif isinstance(raw, os.PathLike):
+            self._source = f"file {os.fspath(raw)}"
             if not os.path.isfile(raw):
                 raise ContextError(f"context path {os.fspath(raw)!r} is not a readable file")
         elif isinstance(raw, list | dict):
@@ -187,9 +194,20 @@ class Context:
         self._file: tuple[str, ContextKind] | None = None
         self._tmp: str | None = None
 
+    def _directory(self, path: os.PathLike[str]) -> dict[str, str]:
+        """A directory becomes {relative path: text} (context_dir's rules: never leaves it)."""
+        from recursor.context_dir import read_directory
+
+        read = read_directory(path)
+        for skip in read.skipped:
+            _log.warning("context directory %s: skipped %s: %s", path, skip.path, skip.reason)
+        self._source = f"directory {os.fspath(path)} ({len(read.docs):,} text files"
+        self._source += f", {len(read.skipped):,} entries skipped)" if read.skipped else ")"
+        return read.docs
+
     @property
     def source(self) -> str | None:
-        return f"file {os.fspath(self._raw)}" if isinstance(self._raw, os.PathLike) else None
+        return self._source
 
     def value(self) -> tuple[Any, bool]:
         """The value a REPL in this process binds to ``context``; whether bytes were replaced."""
