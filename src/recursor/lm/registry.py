@@ -33,7 +33,7 @@ def resolve_lm(spec: str | LM) -> LM:
     """
     if not isinstance(spec, str):
         if isinstance(spec, ChatModel):
-            return cast(LM, spec)
+            return spec
         raise ConfigurationError(f"not a model: {spec!r} (want an LM object or 'provider:model')")
     provider, sep, model = spec.partition(":")
     if not sep or not model:
