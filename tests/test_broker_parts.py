@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from recursor import Limits, Pricing, Usage
-from recursor._broker_cache import SubcallCache, cache_key
-from recursor._broker_policy import TokenBucket, is_retryable
 from recursor.broker import BrokerOptions, BrokerRuntime, ModelLimits, RetryPolicy
+from recursor.broker.cache import SubcallCache, cache_key
+from recursor.broker.policy import TokenBucket, is_retryable
 from recursor.errors import (
     AuthenticationError,
     BadResponseError,
@@ -150,7 +150,7 @@ def test_runtime_loop_starts_lazily_and_stops() -> None:
 
 
 def test_cached_usage_is_free_only_when_priced() -> None:
-    from recursor.broker import _cached_usage
+    from recursor.broker.plain import cached_usage as _cached_usage
 
     priced = FunctionLM(lambda c: "x", pricing=Pricing(1, 1))
     assert _cached_usage(priced) == Usage(calls=1, cached_calls=1, cost_usd=0.0)

@@ -13,6 +13,7 @@ from recursor import RLM, Limits, Pricing, Usage
 from recursor.context import Context, describe
 from recursor.errors import ConfigurationError, ContextError, RunTimeout, TokenLimitExceeded
 from recursor.limits import Ledger
+from recursor.lm import LMProfile
 from recursor.prompts import PromptSettings, system_prompt
 from recursor.sandbox.repl import RESERVED
 from recursor.testing import FunctionLM, ScriptedLM
@@ -204,7 +205,9 @@ def test_compact_prompt_for_local_models() -> None:
         seen.append(messages[0]["content"])
         return "FINAL(x)"
 
-    RLM(FunctionLM(record, name="local:tiny"), environment="inprocess").completion("q", "c")
+    # the style is the model's profile's (LocalLM declares "compact"), not guessed from a name
+    small = FunctionLM(record, name="local:tiny", profile=LMProfile(prompt_style="compact"))
+    RLM(small, environment="inprocess").completion("q", "c")
     RLM(FunctionLM(record, name="api"), environment="inprocess").completion("q", "c")
     RLM(FunctionLM(record, name="api"), environment="inprocess", prompt_style="compact").completion(
         "q", "c"

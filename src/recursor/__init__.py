@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from recursor.broker import ModelLimits, RetryPolicy
     from recursor.errors import LimitExceeded, RecursorError
     from recursor.limits import Limits
+    from recursor.lm.base import LMProfile
     from recursor.rlm import RLM, RLMResult
     from recursor.usage import Pricing, Usage, UsageReport
 
@@ -23,6 +24,7 @@ _EXPORTS = {
     "RLM": "recursor.rlm",
     "RLMResult": "recursor.rlm",
     "Limits": "recursor.limits",
+    "LMProfile": "recursor.lm.base",
     "ModelLimits": "recursor.broker",
     "RetryPolicy": "recursor.broker",
     "LimitExceeded": "recursor.errors",
@@ -34,6 +36,7 @@ _EXPORTS = {
 
 __all__ = [
     "RLM",
+    "LMProfile",
     "LimitExceeded",
     "Limits",
     "ModelLimits",

@@ -19,13 +19,13 @@ from recursor.broker import (
     BrokerOptions,
     BrokerRuntime,
     BrokerScope,
+    DepthPlan,
     ModelLimits,
     RetryPolicy,
 )
 from recursor.context import Context, ContextInput
 from recursor.engine import Action, CallModel, Engine, Outcome, ReadVar, RunCell
 from recursor.errors import (
-    ConfigurationError,
     IterationLimitExceeded,
     LMError,
     RecursorError,
@@ -35,6 +35,7 @@ from recursor.errors import (
 )
 from recursor.limits import Ledger, Limits
 from recursor.lm.base import LM, Completion
+from recursor.lm.profile import profile_of
 from recursor.lm.registry import DEFAULT_MODEL, resolve_lm
 from recursor.sandbox import resolve_environment
 from recursor.sandbox.base import Environment, Session, SessionSpec
@@ -43,6 +44,13 @@ from recursor.trace.redact import redact_config, register_secrets_of
 from recursor.usage import UsageReport
 
 T = TypeVar("T")
+
+#: characters per token when the root is told a sub-model's capacity: fewer than the broker's
+#: 4-a-token estimate, so text cut to the advertised size is not refused for the window, and
+#: leaves room in the real tokenizer's count (code and digits tokenize denser than prose)
+CHARS_PER_TOKEN = 3
+#: the capacity advertised for a sub-model whose window nobody knows
+UNKNOWN_SUB_CHARS = 100_000
 
 
 @dataclass(slots=True)
@@ -76,7 +84,8 @@ class RLM:
     ``subcall_errors="raise"`` makes a batch with a failed item raise in the cell instead of
     listing ``[error: ...]`` strings; ``cache`` answers identical sub-calls once (True: per run,
     in memory; a path: also a SQLite file shared across runs; False: off);
-    ``context_windows`` overrides the known input-token windows by model name.
+    ``context_windows`` overrides the input-token windows of the models' profiles, by model
+    name (:func:`recursor.lm.profile_of`); the root is told each sub-model's capacity from it.
     """
 
     def __init__(
@@ -100,8 +109,7 @@ class RLM:
         sinks: list[Sink] | None = None,
         prompt_style: Literal["auto", "full", "compact"] = "auto",
     ) -> None:
-        if max_depth < 0:
-            raise ConfigurationError("max_depth must be >= 0")
+        self.plan = DepthPlan(max_depth)
         self.broker_options = BrokerOptions(
             max_concurrency=max_concurrency,
             model_limits=dict(model_limits or {}),
@@ -128,11 +136,17 @@ class RLM:
         self.prompt_style = prompt_style
 
     def style_for(self, lm: LM) -> Literal["full", "compact"]:
-        """ "auto" gives small local models the compact prompt (they read a long one slowly)."""
+        """ "auto": the style of the model's profile (the compact one for small local models,
+        which read a long prompt slowly)."""
         if self.prompt_style != "auto":
             return self.prompt_style
-        compact = getattr(lm, "prefers_compact_prompt", lm.name.startswith("local:"))
-        return "compact" if compact else "full"
+        return profile_of(lm).prompt_style
+
+    def sub_chars(self, lm: LM) -> int:
+        """Characters ``lm`` reads per prompt, as the root is told: its window (the override
+        or its profile's) at :data:`CHARS_PER_TOKEN`, else :data:`UNKNOWN_SUB_CHARS`."""
+        window = self.broker_options.context_window(lm)
+        return UNKNOWN_SUB_CHARS if window is None else window * CHARS_PER_TOKEN
 
     def lm_for_depth(self, depth: int) -> LM:
         if depth in self.models_by_depth:
@@ -242,7 +256,7 @@ class _Node:
         rlm, tree = self.tree.rlm, self.tree
         scope = BrokerScope(
             depth=self.depth,
-            max_depth=rlm.max_depth,
+            plan=rlm.plan,
             run_id=self.run_id,
             ledger=tree.ledger,
             trace=tree.trace,
@@ -256,15 +270,12 @@ class _Node:
         self.session = rlm.environment.open(SessionSpec(self.context, Broker(scope), self.depth))
         meta = self.session.meta
         sub = rlm.lm_for_depth(self.depth + 1)
-        window = rlm.broker_options.context_window(sub)
         settings = prompts.PromptSettings(
             max_iterations=rlm.limits.max_iterations,
             max_output_chars=rlm.limits.max_output_chars,
-            llm=self.depth + 1 <= rlm.max_depth,
-            rlm="child"
-            if self.depth + 1 < rlm.max_depth
-            else ("plain" if self.depth + 1 == rlm.max_depth else "none"),
-            sub_chars=int(window * 3) if isinstance(window, int) else 100_000,
+            llm=rlm.plan.llm_query(self.depth),
+            rlm=rlm.plan.rlm_query(self.depth),
+            sub_chars=rlm.sub_chars(sub),
             style=rlm.style_for(self.lm),
         )
         self.engine = Engine(
@@ -289,6 +300,8 @@ class _Node:
                     {
                         "root": self.lm.name,
                         "sub": sub.name,
+                        # the window the run enforced, so a replay advertises and refuses alike
+                        "sub_context_window": rlm.broker_options.context_window(sub),
                         "max_depth": rlm.max_depth,
                         "environment": rlm.environment.name,
                         "limits": asdict(rlm.limits),

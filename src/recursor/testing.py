@@ -6,19 +6,27 @@
 
 Both report token usage with the documented estimate of :func:`recursor.usage.estimate_tokens`
 (4 characters a token, plus 4 tokens of framing per input message), and a cost when given a
-:class:`~recursor.usage.Pricing`, so budgets can be tested offline.
+:class:`~recursor.usage.Pricing`, so budgets can be tested offline. Their profile is unknown
+window, the given price, the full prompt; pass ``profile=LMProfile(...)`` to play a model with a
+window (``pricing=`` then still sets the price).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterable
 
 from recursor.errors import ScriptExhausted
-from recursor.lm.base import Completion, Message, SyncLM
+from recursor.lm.base import Completion, LMProfile, Message, SyncLM
 from recursor.usage import Pricing, Usage, estimate_message_tokens, estimate_tokens
 
 __all__ = ["FunctionLM", "ScriptedLM", "fake_usage"]
+
+
+def _fake_profile(profile: LMProfile | None, pricing: Pricing | None) -> LMProfile:
+    profile = profile or LMProfile()
+    return profile if pricing is None else dataclasses.replace(profile, pricing=pricing)
 
 
 def fake_usage(messages: list[Message], reply: str, pricing: Pricing | None) -> Usage:
@@ -38,9 +46,10 @@ class ScriptedLM(SyncLM):
         *,
         name: str = "scripted",
         pricing: Pricing | None = None,
+        profile: LMProfile | None = None,
     ) -> None:
         self.name = name
-        self.pricing = pricing
+        self.profile = _fake_profile(profile, pricing)
         self._responses = list(responses)
         self._next = 0
         self._lock = threading.Lock()
@@ -60,7 +69,7 @@ class ScriptedLM(SyncLM):
                 )
             reply = self._responses[self._next]
             self._next += 1
-        return Completion(reply, fake_usage(messages, reply, self.pricing), "stop")
+        return Completion(reply, fake_usage(messages, reply, self.profile.pricing), "stop")
 
     def assert_complete(self) -> None:
         """Fail unless every scripted reply was used."""
@@ -77,9 +86,10 @@ class FunctionLM(SyncLM):
         *,
         name: str = "function",
         pricing: Pricing | None = None,
+        profile: LMProfile | None = None,
     ) -> None:
         self.name = name
-        self.pricing = pricing
+        self.profile = _fake_profile(profile, pricing)
         self._fn = fn
         self._lock = threading.Lock()
         self.calls = 0
@@ -92,4 +102,4 @@ class FunctionLM(SyncLM):
             raise TypeError(
                 f"FunctionLM {self.name!r}: fn returned {type(reply).__name__}, not str"
             )
-        return Completion(reply, fake_usage(messages, reply, self.pricing), "stop")
+        return Completion(reply, fake_usage(messages, reply, self.profile.pricing), "stop")

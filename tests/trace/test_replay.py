@@ -121,3 +121,27 @@ def test_unknown_run_is_a_usage_error(recorded: tuple[RLMResult, Path]) -> None:
     assert res.exit_code == 2 and "no run 'nope'" in res.output
     res = runner.invoke(app, ["replay", str(path), "--environment", "nope"])
     assert res.exit_code == 4 and "unknown environment" in res.output
+
+
+def test_replay_models_take_the_recorded_window_and_style(tmp_path: Path) -> None:
+    from recursor import RLM
+    from recursor.lm import LMProfile
+    from recursor.testing import FunctionLM
+    from recursor.trace import JsonlSink, RunStarted, Trace
+    from recursor.trace.replay import _recorded_profile
+
+    path = tmp_path / "run.jsonl"
+    sub = FunctionLM(lambda chat: "ok", name="small", profile=LMProfile(context_window=100))
+    root = ScriptedLM([code("print(llm_query_batched(['x' * 1000, 'y']))"), "FINAL(done)"])
+    with JsonlSink(path, store_context=True) as sink:
+        RLM(root, sub, environment="inprocess", sinks=[sink], prompt_style="compact").completion(
+            "q", context="c"
+        )
+    [started] = [e for e in Trace.load(path) if isinstance(e, RunStarted)]
+    assert started.config["sub_context_window"] == 100
+    sub_profile = _recorded_profile(started.config, "sub")
+    root_profile = _recorded_profile(started.config, "root")
+    assert sub_profile is not None and sub_profile.context_window == 100
+    assert root_profile is not None and root_profile.prompt_style == "compact"
+    [report] = replay(path)
+    assert report.ok, report.to_dict()

@@ -29,7 +29,7 @@ from recursor.bench.task import Task
 from recursor.errors import ConfigurationError
 from recursor.limits import Limits
 from recursor.lm.base import LM, Message
-from recursor.lm.pricing import context_window
+from recursor.lm.profile import profile_of
 from recursor.usage import Usage
 
 CHARS_PER_TOKEN = 3
@@ -48,7 +48,7 @@ class Models:
 
     root: LM
     sub: LM
-    #: input tokens the models accept (None: ask the model, then the known table, else 8192)
+    #: input tokens the models accept (None: the model's profile, else 8192)
     window_tokens: int | None = None
     environment: str = "subprocess"
     limits: Limits = field(default_factory=Limits)
@@ -58,14 +58,7 @@ class Models:
     def window(self, lm: LM) -> int:
         if self.window_tokens is not None:
             return self.window_tokens
-        own = getattr(lm, "context_window", None)
-        if isinstance(own, int):
-            return own
-        n_ctx = getattr(getattr(lm, "config", None), "n_ctx", None)
-        if isinstance(n_ctx, int):
-            return n_ctx
-        provider, _, model = lm.name.partition(":")
-        return context_window(provider, getattr(lm, "model", model)) or 8192
+        return profile_of(lm).context_window or 8192
 
 
 @dataclass

@@ -52,7 +52,8 @@ from recursor.errors import (
     RateLimitError,
 )
 from recursor.lm import pricing as price_table
-from recursor.lm.base import Completion, Message
+from recursor.lm.base import Completion, LMProfile, Message
+from recursor.lm.profile import remote_profile
 from recursor.usage import Pricing, Usage, estimate_message_tokens, estimate_tokens
 
 #: sent when a custom server needs no key: the SDKs refuse to start without one
@@ -483,6 +484,11 @@ class RemoteLM(ABC):
     @property
     def base_url(self) -> str | None:
         return self.endpoint.base_url
+
+    @property
+    def profile(self) -> LMProfile:
+        """What the core knows of this model (:func:`recursor.lm.profile.remote_profile`)."""
+        return remote_profile(self.provider, self.model, self.pricing, self.options)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"

@@ -13,6 +13,7 @@ Install with ``pip install "recursor[anthropic]"``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Unpack
 
 import anthropic
@@ -27,7 +28,7 @@ from recursor.lm._remote import (
     int_or_none,
     shared_ssl_context,
 )
-from recursor.lm.base import Completion, Message
+from recursor.lm.base import Completion, LMProfile, Message
 from recursor.usage import Pricing
 
 __all__ = [
@@ -124,6 +125,12 @@ class AnthropicLM(SDKClientLM[anthropic.Anthropic, anthropic.AsyncAnthropic]):
     key_env = "ANTHROPIC_API_KEY"
     base_url_env = "ANTHROPIC_BASE_URL"
     errors = ANTHROPIC_ERRORS
+
+    @property
+    def profile(self) -> LMProfile:
+        # max_tokens is required, so every call has an output cap even when none was given
+        cap = self.options.max_tokens or default_max_tokens(self.model)
+        return dataclasses.replace(super().profile, max_output_tokens=cap)
 
     def _new_sync_client(self, kwargs: dict[str, Any]) -> anthropic.Anthropic:
         return anthropic.Anthropic(**kwargs)

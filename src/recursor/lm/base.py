@@ -5,15 +5,20 @@ carrying the text and the call's :class:`~recursor.usage.Usage`. It has a sync a
 method because the RLM has a sync and an async driver; a backend with only one natural form
 derives the other (see :class:`SyncLM`). Backends raise the :class:`~recursor.errors.LMError`
 family, mapping provider errors at this boundary.
+
+A backend also declares what it is, its :class:`LMProfile` (window, price, output cap, cache
+parameters, prompt style, streaming). The core reads it through :func:`recursor.lm.profile_of`
+only, never by probing attributes of the object.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from recursor._threads import in_daemon_thread
-from recursor.usage import Usage
+from recursor.usage import Pricing, Usage
 
 Message = dict[str, str]
 
@@ -28,15 +33,54 @@ class Completion:
     finish_reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class LMProfile:
+    """What a model is, as the core needs to know it. Every field has an "unknown" value.
+
+    The broker refuses a prompt past ``context_window`` before calling the model, and the root
+    is told the sub-model's capacity from it; ``pricing`` prices calls and cost reservations;
+    ``max_output_tokens`` bounds the output a call may be charged for; ``cache_params`` are the
+    request parameters that change a reply, so they key the sub-call cache with the model name.
+    """
+
+    #: the most *input* tokens a call may carry (``None``: unknown, nothing is refused early)
+    context_window: int | None = None
+    #: ``None``: unpriced, so a cost we do not know never looks free
+    pricing: Pricing | None = None
+    #: the output cap a call is sent with (``None``: the provider's default, not known here)
+    max_output_tokens: int | None = None
+    #: request parameters that change the reply (temperature, max_tokens, ...); JSON-able
+    cache_params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    #: the root prompt it reads best: "compact" for small local models
+    prompt_style: Literal["full", "compact"] = "full"
+    #: whether it can stream its reply (no backend does yet)
+    streams: bool = False
+
+
 @runtime_checkable
-class LM(Protocol):
-    """A chat model. ``name`` is how usage and traces refer to it ("openai:gpt-5-mini")."""
+class ChatModel(Protocol):
+    """The calls of a chat model, without the profile: what a user's own object must have.
+
+    ``name`` is how usage and traces refer to it ("openai:gpt-5-mini").
+    """
 
     name: str
 
     def complete(self, messages: list[Message]) -> Completion: ...
 
     async def acomplete(self, messages: list[Message]) -> Completion: ...
+
+
+@runtime_checkable
+class LM(ChatModel, Protocol):
+    """A chat model that declares its :class:`LMProfile` (every backend of recursor does).
+
+    Read the profile with :func:`recursor.lm.profile_of`, which also serves an object that
+    declares none (see there).
+    """
+
+    @property
+    def profile(self) -> LMProfile: ...
 
 
 class SyncLM:

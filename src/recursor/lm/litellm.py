@@ -26,7 +26,7 @@ from typing import Any, Unpack
 from recursor.errors import LMError
 from recursor.lm import pricing as price_table
 from recursor.lm._remote import RemoteKwargs, RemoteLM, SDKErrors
-from recursor.lm.base import Completion, Message
+from recursor.lm.base import Completion, LMProfile, Message
 from recursor.usage import Pricing
 
 if importlib.util.find_spec("litellm") is None:  # pragma: no cover - depends on the install
@@ -110,6 +110,14 @@ class LiteLLMLM(RemoteLM):
         # "openai/gpt-4o-mini" -> our row for ("openai", "gpt-4o-mini")
         provider, _, name = self.model.partition("/")
         return price_table.lookup(provider, name) if name else None
+
+    @property
+    def profile(self) -> LMProfile:
+        # the window of "openai/gpt-4o-mini" is our row for ("openai", "gpt-4o-mini"); litellm's
+        # own model map knows more models, but importing litellm takes seconds
+        provider, _, name = self.model.partition("/")
+        window = price_table.context_window(provider, name) if name else None
+        return dataclasses.replace(super().profile, context_window=window)
 
     def _request(self, messages: list[Message]) -> dict[str, Any]:
         opts = self.options

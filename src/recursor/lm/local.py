@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from recursor.errors import BadResponseError, ConfigurationError, ContextWindowExceeded, LMError
-from recursor.lm.base import Completion, Message, SyncLM
+from recursor.lm.base import Completion, LMProfile, Message, SyncLM
 from recursor.lm.gguf_store import DEFAULT_EMBEDDED_MODEL, EMBEDDED_MODELS, ensure_model
 from recursor.usage import Pricing, Usage, estimate_message_tokens, estimate_tokens
 
@@ -216,6 +216,22 @@ class LocalLM(SyncLM):
 
     def __repr__(self) -> str:
         return f"LocalLM({self.name!r}, n_ctx={self.config.n_ctx})"
+
+    @property
+    def profile(self) -> LMProfile:
+        """The window is the runtime's real ``n_ctx`` (llama.cpp refuses a longer prompt), so
+        the broker refuses such a prompt before the model is even loaded."""
+        params: dict[str, object] = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        if self.temperature > 0:
+            params["seed"] = self.seed  # greedy decoding (temperature 0) ignores the seed
+        return LMProfile(
+            context_window=self.config.n_ctx,
+            pricing=PRICING,
+            max_output_tokens=self.max_tokens,
+            cache_params=params,
+            # a small model on a CPU reads a long prompt slowly and follows it worse
+            prompt_style="compact",
+        )
 
     def load(self) -> None:
         """Load the model now (it is otherwise loaded by the first call)."""

@@ -6,7 +6,7 @@ import importlib
 from typing import Protocol, cast
 
 from recursor.errors import ConfigurationError
-from recursor.lm.base import LM
+from recursor.lm.base import LM, ChatModel
 
 #: provider prefix -> (module holding ``create(model: str) -> LM``, the extra that installs it)
 PROVIDERS: dict[str, tuple[str, str | None]] = {
@@ -25,9 +25,14 @@ class _Factory(Protocol):
 
 
 def resolve_lm(spec: str | LM) -> LM:
-    """An LM object for ``spec``: an LM is returned as it is; a string names ``provider:model``."""
+    """An LM object for ``spec``: an LM is returned as it is; a string names ``provider:model``.
+
+    An object with ``name``, ``complete`` and ``acomplete`` but no ``profile`` is taken too: the
+    core reads every model's profile through :func:`recursor.lm.profile_of`, which gives such
+    an object the documented default.
+    """
     if not isinstance(spec, str):
-        if isinstance(spec, LM):
+        if isinstance(spec, ChatModel):
             return spec
         raise ConfigurationError(f"not a model: {spec!r} (want an LM object or 'provider:model')")
     provider, sep, model = spec.partition(":")

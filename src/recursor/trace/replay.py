@@ -30,7 +30,8 @@ from recursor import errors
 from recursor.context import ContextInput
 from recursor.errors import ContextError, LMError, ScriptExhausted
 from recursor.limits import Limits
-from recursor.lm.base import Completion, Message, SyncLM
+from recursor.lm.base import Completion, LMProfile, Message, SyncLM
+from recursor.lm.profile import default_profile
 from recursor.trace import Trace
 from recursor.trace.events import CellRan, Event, SubcallMade, prompt_digest
 from recursor.trace.jsonl import read_context_blob
@@ -151,11 +152,23 @@ class ReplayBook:
 
 
 class ReplayLM(SyncLM):
-    """An LM that only reads the trace. ``pinned``: always this run (the root)."""
+    """An LM that only reads the trace. ``pinned``: always this run (the root).
 
-    def __init__(self, book: ReplayBook, name: str, *, pinned: RunRecord | None = None) -> None:
+    ``profile``: the recorded model's, as far as the trace tells it (by default, what the
+    model's name tells: :func:`recursor.lm.profile.default_profile`).
+    """
+
+    def __init__(
+        self,
+        book: ReplayBook,
+        name: str,
+        *,
+        pinned: RunRecord | None = None,
+        profile: LMProfile | None = None,
+    ) -> None:
         self.book = book
         self.name = name
+        self.profile = profile or default_profile(name)
         self.pinned = pinned
         self.calls = 0
         self._lock = threading.Lock()  # batched sub-calls arrive on several threads
@@ -289,6 +302,22 @@ def _limits(config: dict[str, Any]) -> Limits:
     return Limits(**{k: v for k, v in given.items() if k in known})
 
 
+def _recorded_profile(config: dict[str, Any], role: str) -> LMProfile | None:
+    """The profile of the run's ``role`` model ("root", "sub") as recorded, so the replayed
+    prompt advertises the same capacity and the broker refuses what it refused."""
+    name = config.get(role)
+    if not isinstance(name, str):
+        return None
+    profile = default_profile(name)
+    window = config.get(f"{role}_context_window")
+    style = config.get("prompt_style") if role == "root" else None
+    if isinstance(window, int) and not isinstance(window, bool):
+        profile = dataclasses.replace(profile, context_window=window)
+    if style in ("full", "compact"):
+        profile = dataclasses.replace(profile, prompt_style=style)
+    return profile
+
+
 def replay_run(
     runs: dict[str, RunRecord],
     root: RunRecord,
@@ -320,8 +349,10 @@ def replay_run(
     recorded_env = str(config.get("environment", "subprocess"))
     # A custom Environment object was recorded by name only: fall back to the default one.
     env = environment or (recorded_env if recorded_env in ENVIRONMENTS else "subprocess")
-    root_lm = ReplayLM(book, root_name, pinned=root)
-    sub_lm = ReplayLM(book, str(config.get("sub", root_name)))
+    root_lm = ReplayLM(book, root_name, pinned=root, profile=_recorded_profile(config, "root"))
+    sub_lm = ReplayLM(
+        book, str(config.get("sub", root_name)), profile=_recorded_profile(config, "sub")
+    )
     depth_lms = {d: ReplayLM(book, name) for d, name in by_depth.items() if d > 0}
     named_lms = {name: ReplayLM(book, name) for name in named}
     lms = [root_lm, sub_lm, *depth_lms.values(), *named_lms.values()]

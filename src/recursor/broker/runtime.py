@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from recursor._broker_cache import SubcallCache
-from recursor._broker_policy import ModelGate, ModelLimits, RetryPolicy
+from recursor.broker.cache import SubcallCache
+from recursor.broker.policy import ModelGate, ModelLimits, RetryPolicy
 from recursor.errors import ConfigurationError
-from recursor.lm import pricing
 from recursor.lm.base import LM
+from recursor.lm.profile import profile_of
 
 T = TypeVar("T")
 
@@ -44,7 +44,7 @@ class BrokerOptions:
     subcall_errors: Literal["string", "raise"] = "string"
     #: True: in memory for the run; a path: also a SQLite file shared across runs; False: off
     cache: bool | str | os.PathLike[str] = True
-    #: input-token windows by model name, overriding the table in :mod:`recursor.lm.pricing`
+    #: input-token windows by model name, overriding the models' profiles
     context_windows: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -65,16 +65,10 @@ class BrokerOptions:
                 raise ConfigurationError(f"context_windows[{name!r}] must be >= 1")
 
     def context_window(self, lm: LM) -> int | None:
-        """Input tokens ``lm`` accepts: the override, the LM's own say, or the known table."""
+        """Input tokens ``lm`` accepts: the override by its name, else its profile's window."""
         if lm.name in self.context_windows:
             return self.context_windows[lm.name]
-        own = getattr(lm, "context_window", None)
-        if isinstance(own, int) and not isinstance(own, bool):
-            return own
-        provider, sep, model = lm.name.partition(":")
-        if not sep:
-            return None
-        return pricing.context_window(provider, getattr(lm, "model", model))
+        return profile_of(lm).context_window
 
 
 class BrokerRuntime:

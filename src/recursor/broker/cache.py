@@ -14,35 +14,23 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Any
 
 from recursor.lm.base import LM, Message
-
-
-def output_params(lm: LM) -> dict[str, Any]:
-    """The parameters of ``lm`` that change its output (the cache key must include them)."""
-    options = getattr(lm, "options", None)
-    params: dict[str, Any] = {}
-    for name in ("temperature", "max_tokens"):
-        value = getattr(options, name, None)
-        if value is None:
-            value = getattr(lm, name, None)
-        if isinstance(value, int | float | str):
-            params[name] = value
-    extra = getattr(options, "extra_body", None)
-    if extra:
-        params["extra_body"] = dict(extra)
-    return params
+from recursor.lm.profile import profile_of
 
 
 def cache_key(lm: LM, messages: list[Message]) -> str:
-    """sha256 over the model name, its output parameters and the messages.
+    """sha256 over the model name, its cache parameters (its profile's) and the messages.
 
     The messages are fed field by field, length-prefixed, not through ``json.dumps``: escaping
     a 10 MB prompt costs ~60 ms, hashing it ~10 ms.
     """
     h = hashlib.sha256()
-    h.update(json.dumps([lm.name, output_params(lm)], sort_keys=True, default=str).encode())
+    h.update(
+        json.dumps(
+            [lm.name, dict(profile_of(lm).cache_params)], sort_keys=True, default=str
+        ).encode()
+    )
     for message in messages:
         for field in sorted(message):
             for part in (field, str(message[field])):
