@@ -22,12 +22,13 @@ from recursor.context import Context
 from recursor.errors import SandboxError
 from recursor.sandbox import ENVIRONMENTS
 from recursor.sandbox.base import SessionSpec, SubcallRequest, SubcallResponse
+from recursor.sandbox.limits import WorkerLimits
 from recursor.sandbox.remote.daytona import DaytonaEnvironment
 from recursor.sandbox.remote.e2b import E2BEnvironment
 from recursor.sandbox.remote.modal import ModalEnvironment
 from recursor.sandbox.remote.relay import decode_line, encode_line
 from recursor.sandbox.remote.streamed import StreamedEnvironment
-from recursor.sandbox.subprocess import WorkerSession
+from recursor.sandbox.session import WorkerSession
 
 from ..test_contract import *  # noqa: F403
 from . import fake_daytona, fake_e2b, fake_modal
@@ -109,17 +110,20 @@ def test_network_off_and_limits_asked_for(
 ) -> None:
     sess, machine = session
     s = machine.settings
+    # the default memory cap, sized to this context and this machine (see WorkerLimits)
+    mib = WorkerLimits().memory_mib(len(CONTEXT.encode()))
+    assert mib is not None and 1024 <= mib < 8192
     if vendor == "e2b":  # the fake refuses allow_internet_access other than False
         assert s["timeout"] == 3600
         (_cmd, kw) = sess._launched.proc.box._sandbox.commands.runs[0]  # type: ignore[union-attr]
         assert kw["timeout"] == 0 and kw["stdin"] and kw["user"] == "root"
     elif vendor == "modal":  # the fake refuses block_network other than True
-        assert s["cpu"] == (1.0, 1.0) and s["memory"] == (8192, 8192) and s["timeout"] == 3600
+        assert s["cpu"] == (1.0, 1.0) and s["memory"] == (mib, mib) and s["timeout"] == 3600
         (args, kw) = sess._launched.proc.box._sandbox.execs[0]  # type: ignore[union-attr]
         assert kw["text"] is False and args[:3] == ("python3", "-I", "-B")
     else:  # the fake refuses network_block_all other than True
         params = s["params"]
-        assert params.resources == fake_daytona.Resources(cpu=1, memory=8, disk=3)
+        assert params.resources == fake_daytona.Resources(cpu=1, memory=-(-mib // 1024), disk=3)
         assert params.ephemeral and params.auto_stop_interval == 30
     names = {m.name: m for m in sess.measures}
     assert names[vendor].in_force and names["remote channel"].in_force

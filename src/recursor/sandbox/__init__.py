@@ -33,7 +33,7 @@ _EXPORTS = {
     "InProcessEnvironment": "recursor.sandbox.inprocess",
     "BwrapEnvironment": "recursor.sandbox.bwrap",
     "SubprocessEnvironment": "recursor.sandbox.subprocess",
-    "WorkerLimits": "recursor.sandbox.subprocess",
+    "WorkerLimits": "recursor.sandbox.limits",
 }
 
 __all__ = [

@@ -20,21 +20,23 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import sysconfig
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from recursor.errors import SandboxError
-from recursor.sandbox.base import SessionSpec
+from recursor.sandbox.environment import WorkerEnvironment
 from recursor.sandbox.hardening import Measure
-from recursor.sandbox.subprocess import WORKER_PATH, Launched, SubprocessEnvironment
-
-CONTEXT_MOUNT = "/run/recursor/context"
-_SANDBOX_UID = 65534
-#: --die-with-parent is PR_SET_PDEATHSIG, which fires when the *thread* that forked bwrap
-#: ends: launches happen on these long-lived pool threads (they never exit), never on a
-#: short-lived caller's
-_LAUNCHER = ThreadPoolExecutor(8, thread_name_prefix="recursor-bwrap-launch")
+from recursor.sandbox.launch import (
+    Launched,
+    Spawned,
+    SpawnRequest,
+    Traits,
+    on_lasting_thread,
+    popen_worker,
+    sigint,
+    worker_argv,
+)
+from recursor.sandbox.limits import WorkerLimits
+from recursor.sandbox.mounts import CONTEXT_MOUNT, SANDBOX_UID, leaf, python_roots
 
 
 def available() -> str | None:
@@ -42,32 +44,36 @@ def available() -> str | None:
     return shutil.which("bwrap")
 
 
-class BwrapEnvironment(SubprocessEnvironment):
-    name = "bwrap"
+class BwrapLauncher:
+    """``bwrap ... python -I worker.py``: the namespaces and the uid are bwrap's; the worker
+    adds Landlock and seccomp."""
 
-    def __init__(self, *, bwrap: str | None = None, **kw: Any) -> None:
-        kw.setdefault("prestart", False)
-        super().__init__(**kw)
-        self.bwrap = bwrap or available()
-        if self.bwrap is None:
-            raise SandboxError(
-                "the bwrap environment needs bubblewrap: apt-get install bubblewrap "
-                "(make install does it as root)"
-            )
+    # the context is mounted at launch: no spare
+    traits = Traits(
+        context_mount=CONTEXT_MOUNT, confinement={"namespaces": False, "drop_uid": False}
+    )
 
-    def take(self, spec: SessionSpec | None = None) -> Launched:
-        return _LAUNCHER.submit(self.launch, spec).result()
+    def __init__(
+        self, bwrap: str, python: str = sys.executable, scratch_mb: int | None = 256
+    ) -> None:
+        self.bwrap = bwrap
+        self.python = python
+        self.scratch_mb = scratch_mb  # for the measure's detail (the mount takes the request's)
 
-    def command(self, read_fd: int, write_fd: int, spec: SessionSpec | None = None) -> list[str]:
-        assert self.bwrap is not None
+    def spawn(self, request: SpawnRequest) -> Spawned:
+        argv = self.command(request)
+        # --die-with-parent fires when the thread that forked bwrap ends
+        return Spawned(on_lasting_thread(popen_worker, argv, request))
+
+    def command(self, request: SpawnRequest) -> list[str]:
         args = [
             self.bwrap,
             "--unshare-all",
             "--unshare-user",
             "--uid",
-            str(_SANDBOX_UID),
+            str(SANDBOX_UID),
             "--gid",
-            str(_SANDBOX_UID),
+            str(SANDBOX_UID),
             "--cap-drop",
             "ALL",
             "--die-with-parent",
@@ -86,76 +92,63 @@ class BwrapEnvironment(SubprocessEnvironment):
             if os.path.exists(extra):
                 args += ["--ro-bind", extra, extra]
         args += ["--proc", "/proc", "--dev", "/dev"]
-        if self.limits.scratch_mb:
-            args += ["--size", str(self.limits.scratch_mb << 20)]
+        scratch_mb = request.limits.scratch_mb
+        if scratch_mb:
+            args += ["--size", str(scratch_mb << 20)]
         args += ["--tmpfs", "/tmp", "--chdir", "/tmp"]
         # After the private /tmp, not before: bwrap mounts in order, and a checkout or venv that
         # lives under /tmp (CI clones often do) would otherwise be hidden under the new tmpfs.
-        for path in _roots(_worker_python_paths()):
+        for path in python_roots():
             args += ["--ro-bind", path, path]
-        if spec is not None:
-            path, _kind = spec.context.file()
+        if request.spec is not None:
+            path, _kind = request.spec.context.file()
             args += ["--ro-bind", path, CONTEXT_MOUNT]
-        for key, value in self.worker_env().items():
+        for key, value in request.env.items():
             args += ["--setenv", key, value]
-        args += [self.python, "-I", str(WORKER_PATH), str(read_fd), str(write_fd)]
+        args += worker_argv(self.python, request.read_fd, request.write_fd)
         return args
 
-    def context_path(self, host_path: str) -> str:
-        return CONTEXT_MOUNT
-
-    def sandbox_config(self) -> dict[str, Any] | None:
-        # bwrap did the namespaces and the uid; the worker adds Landlock and seccomp
-        return {"namespaces": False, "drop_uid": False, "scratch_mb": self.limits.scratch_mb}
-
-    def host_measures(self, launched: Launched) -> list[Measure]:
+    def on_ready(self, launched: Launched) -> list[Measure]:
+        # bwrap -> its pid-1 reaper -> the worker: SIGINT must reach the worker itself (found
+        # now, before model code can fork children of its own)
+        launched.signal_pid = leaf(launched.proc.pid)
         if launched.cgroup is not None and launched.cgroup.in_force:
             # bwrap may have forked before the host moved it: move the worker explicitly
-            launched.cgroup.add(_leaf(launched.proc.pid))
+            launched.cgroup.add(launched.signal_pid)
         return [
             Measure(
                 "bwrap",
                 True,
                 "user, pid, net, ipc, uts, mount, cgroup namespaces; uid 65534 inside (the "
                 "launching uid outside), no capabilities; read-only /usr and Python; context "
-                f"read-only; private /tmp of {self.limits.scratch_mb} MB; die-with-parent",
-            ),
-            *super().host_measures(launched),
+                f"read-only; private /tmp of {self.scratch_mb} MB; die-with-parent",
+            )
         ]
 
-    def interrupt_pid(self, launched: Launched) -> int:
-        # bwrap -> its pid-1 reaper -> the worker: SIGINT must reach the worker itself
-        return _leaf(launched.proc.pid)
+    def interrupt(self, launched: Launched) -> None:
+        sigint(launched)
+
+    def close(self) -> None:
+        pass
 
 
-def _worker_python_paths() -> list[str]:
-    """What the worker's interpreter reads: its prefixes, site-packages and this package."""
-    package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    paths = {sys.base_prefix, sys.prefix, package}
-    paths.update(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib"))
-    return [p for p in paths if os.path.isdir(p)]
+class BwrapEnvironment(WorkerEnvironment):
+    """Every session starts its own worker under bwrap (no spare: the context is mounted)."""
 
+    name = "bwrap"
 
-def _roots(paths: list[str]) -> list[str]:
-    """The paths, minus those inside another one (a bind of the parent covers them)."""
-    out: list[str] = []
-    for p in sorted({os.path.realpath(p) for p in paths} | set(paths), key=len):
-        if not os.path.isdir(p) or p.startswith("/usr/"):
-            continue
-        if not any(p == r or p.startswith(r.rstrip("/") + "/") for r in out):
-            out.append(p)
-    return out
-
-
-def _leaf(pid: int) -> int:
-    """The deepest first descendant of ``pid`` (``pid`` itself when it has no children)."""
-    for _ in range(8):
-        try:
-            with open(f"/proc/{pid}/task/{pid}/children") as f:
-                kids = f.read().split()
-        except OSError:
-            return pid
-        if not kids:
-            return pid
-        pid = int(kids[0])
-    return pid
+    def __init__(
+        self, *, bwrap: str | None = None, python: str = sys.executable, **kw: Any
+    ) -> None:
+        found = bwrap or available()
+        if found is None:
+            raise SandboxError(
+                "the bwrap environment needs bubblewrap: apt-get install bubblewrap "
+                "(make install does it as root)"
+            )
+        self.bwrap = found
+        self.python = python
+        kw.pop("prestart", None)
+        limits = kw.pop("limits", None) or WorkerLimits()
+        launcher = BwrapLauncher(found, python, limits.scratch_mb)
+        super().__init__(launcher, limits=limits, **kw)

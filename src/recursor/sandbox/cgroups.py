@@ -33,6 +33,19 @@ class CgroupLimit:
             except OSError:
                 pass
 
+    def limit_memory(self, memory_bytes: int) -> None:
+        """Set the memory limit anew (a spare worker's, once its session's context is known)."""
+        if self.dirs:
+            self.detail += f"; memory then set to {memory_bytes >> 20} MB for its context"
+        for d in self.dirs:
+            for name in ("memory.max", "memory.limit_in_bytes"):
+                path = os.path.join(d, name)
+                if os.path.isfile(path):
+                    try:
+                        _write(path, str(memory_bytes))
+                    except OSError:
+                        pass
+
     def release(self) -> None:
         for d in self.dirs:
             try:

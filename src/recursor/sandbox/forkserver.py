@@ -30,14 +30,22 @@ import subprocess
 import sys
 import threading
 import weakref
-from typing import IO, Any
+from typing import Any
 
 if __name__ == "__main__":  # run as a file: make the package importable without PYTHONPATH
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from recursor.sandbox.base import SessionSpec
+from recursor.sandbox.environment import WorkerEnvironment
 from recursor.sandbox.hardening import Measure
-from recursor.sandbox.subprocess import ExitLatch, Launched, SubprocessEnvironment, WorkerProcess
+from recursor.sandbox.launch import (
+    ExitLatch,
+    Launched,
+    Spawned,
+    SpawnRequest,
+    Traits,
+    sigint,
+    worker_env,
+)
 
 _MAX_MSG = 4096
 
@@ -192,50 +200,55 @@ class ForkServer:
         self._proc.wait()
 
 
-class ForkServerEnvironment(SubprocessEnvironment):
+class ForkServerLauncher:
+    """Workers forked by a :class:`ForkServer` (restarted should it die)."""
+
+    traits = Traits(prestart=True)
+
+    def __init__(self, python: str = sys.executable) -> None:
+        self.python = python
+        self._lock = threading.Lock()
+        self._server = ForkServer(python, worker_env())
+        self._stop_server = weakref.finalize(self, ForkServer.close, self._server)
+
+    def _live_server(self) -> ForkServer:
+        with self._lock:
+            if not self._server.alive:
+                self._stop_server()
+                self._server = ForkServer(self.python, worker_env())
+                self._stop_server = weakref.finalize(self, ForkServer.close, self._server)
+            return self._server
+
+    def spawn(self, request: SpawnRequest) -> Spawned:
+        """Fork the worker from the pre-imported server instead of starting an interpreter."""
+        server = self._live_server()
+        return Spawned(
+            server.fork(request.read_fd, request.write_fd, request.stderr.fileno(), request.cwd)
+        )
+
+    def on_ready(self, launched: Launched) -> list[Measure]:
+        return [Measure("fork server", True, "worker forked from a pre-imported parent")]
+
+    def interrupt(self, launched: Launched) -> None:
+        sigint(launched)
+
+    def close(self) -> None:
+        self._stop_server()
+
+
+class ForkServerEnvironment(WorkerEnvironment):
     """The hardened subprocess environment, its workers forked by a :class:`ForkServer`.
 
-    Everything else (confinement, cgroups, deadlines, restarts) is the subprocess
-    environment's; only the launch differs.
+    Everything else (confinement, cgroups, deadlines, restarts) is the shared machinery's;
+    only the launcher differs.
     """
 
     name = "forkserver"
 
-    def __init__(self, **kw: Any) -> None:
+    def __init__(self, *, python: str = sys.executable, **kw: Any) -> None:
         kw.setdefault("prestart", False)  # a fork is as quick as taking a spare
-        super().__init__(**kw)
-        self._server_lock = threading.Lock()
-        self._server = ForkServer(self.python, self.worker_env())
-        self._stop_server = weakref.finalize(self, ForkServer.close, self._server)
-
-    def _live_server(self) -> ForkServer:
-        with self._server_lock:
-            if not self._server.alive:
-                self._stop_server()
-                self._server = ForkServer(self.python, self.worker_env())
-                self._stop_server = weakref.finalize(self, ForkServer.close, self._server)
-            return self._server
-
-    def spawn(
-        self,
-        read_fd: int,
-        write_fd: int,
-        stderr: IO[bytes],
-        cwd: str,
-        spec: SessionSpec | None,
-    ) -> WorkerProcess:
-        """Fork the worker from the pre-imported server instead of starting an interpreter."""
-        return self._live_server().fork(read_fd, write_fd, stderr.fileno(), cwd)
-
-    def host_measures(self, launched: Launched) -> list[Measure]:
-        return [
-            Measure("fork server", True, "worker forked from a pre-imported parent"),
-            *super().host_measures(launched),
-        ]
-
-    def close(self) -> None:
-        super().close()
-        self._stop_server()
+        self.python = python
+        super().__init__(ForkServerLauncher(python), **kw)
 
 
 def main() -> None:

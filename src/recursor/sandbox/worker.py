@@ -2,12 +2,10 @@
 
     python -I path/to/worker.py READ_FD WRITE_FD
 
-Frames (see framing.py), host -> worker: ``init`` {context_path, context_kind, rlimits,
-sandbox},
-``exec`` {code, output_limit}, ``get_var`` {name}, ``subcall_result`` {id, response},
-``shutdown``. Worker -> host: ``ready`` {meta} or ``fatal`` {error}, ``result`` {cell},
-``var`` {value}, ``subcall`` {id, request}. ``ready`` also lists the confinement ``measures``
-in force (see hardening.py): the worker confines itself after loading the context (which it
+Frames (framing.py carries them, wire.py defines them), host -> worker: ``init``, ``exec``,
+``get_var``, ``subcall_result``, ``shutdown``. Worker -> host: ``ready`` or ``fatal``,
+``result``, ``var``, ``subcall``. ``ready`` also lists the confinement ``measures`` in force
+(see hardening.py): the worker confines itself after loading the context (which it
 memory-maps while it may still read the file) and before it runs any model code.
 
 SIGINT is the host's "your cell is out of time": it raises CellInterrupted inside model code,
@@ -28,9 +26,10 @@ if __name__ == "__main__":  # run as a file: make the package importable without
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from recursor import context as ctx
+from recursor.sandbox import wire
 from recursor.sandbox.base import SubcallRequest, SubcallResponse
 from recursor.sandbox.framing import Channel
-from recursor.sandbox.hardening import Hardener
+from recursor.sandbox.hardening import Hardener, Measure
 from recursor.sandbox.repl import CellInterrupted, Repl
 
 _RLIMITS = {
@@ -69,7 +68,7 @@ class Worker:
         self._send_lock = threading.Lock()
         self._cv = threading.Condition()
         self._reading = False
-        self._results: dict[int, dict[str, Any]] = {}
+        self._results: dict[int, SubcallResponse] = {}
 
     # SIGINT: interrupt the cell, but never in the middle of frame I/O.
     def on_sigint(self, _signum: int, _frame: Any) -> None:
@@ -90,17 +89,17 @@ class Worker:
             self._in_io = True
         try:
             with self._send_lock:
-                self.channel.send({"op": "subcall", "id": ident, "request": request.to_dict()})
-            frame = self._await(ident)
+                self.channel.send(wire.Subcall(ident, request).to_wire())
+            response = self._await(ident)
         finally:
             if main:
                 self._in_io = False
         if main and self._held_interrupt:
             self._held_interrupt = False
             raise CellInterrupted
-        return SubcallResponse.from_dict(frame["response"])
+        return response
 
-    def _await(self, ident: int) -> dict[str, Any]:
+    def _await(self, ident: int) -> SubcallResponse:
         with self._cv:
             while ident not in self._results:
                 if not self._reading:
@@ -111,55 +110,58 @@ class Worker:
                 return self._results.pop(ident)
         try:  # this thread reads for everyone until its own result comes
             while True:
-                frame = self.channel.recv()
-                if frame is None:
+                raw = self.channel.recv()
+                if raw is None:
                     os._exit(0)  # the host is gone; nothing left to do
-                if frame["op"] != "subcall_result":
-                    continue
-                if frame["id"] == ident:
-                    return frame
+                frame = wire.parse(raw, (wire.SubcallResult,))
+                assert isinstance(frame, wire.SubcallResult)
+                if frame.id == ident:
+                    return frame.response
                 with self._cv:
-                    self._results[frame["id"]] = frame
+                    self._results[frame.id] = frame.response
                     self._cv.notify_all()
         finally:
             with self._cv:
                 self._reading = False
                 self._cv.notify_all()
 
+    def send(self, frame: wire.Frame) -> None:
+        with self._send_lock:
+            self.channel.send(frame.to_wire())
+
     def serve(self) -> None:
-        init = self.channel.recv()
-        if init is None or init["op"] != "init":
+        raw = self.channel.recv()
+        init = None if raw is None else wire.parse(raw, (wire.Init,))
+        if not isinstance(init, wire.Init):
             return
-        measures: list[dict[str, Any]] = []
+        measures: list[Measure] = []
         try:
-            rlimits = apply_rlimits(init.get("rlimits", {}))
-            value, bad = ctx.load(init["context_path"], init["context_kind"])
-            meta = ctx.describe(value, decode_errors=bad, source=init.get("source"))
-            measures.append(
-                {"name": "rlimits", "in_force": bool(rlimits), "detail": ", ".join(rlimits)}
-            )
-            if init.get("sandbox") is not None:
-                hardener = Hardener(init["sandbox"], init["context_path"])
-                measures += [m.to_dict() for m in hardener.run()]
+            rlimits = apply_rlimits(init.rlimits)
+            value, bad = ctx.load(init.context_path, init.context_kind)
+            meta = ctx.describe(value, decode_errors=bad, source=init.source)
+            measures.append(Measure("rlimits", bool(rlimits), ", ".join(rlimits)))
+            if init.sandbox is not None:
+                measures += Hardener(init.sandbox, init.context_path).run()
         except Exception as exc:
-            self.channel.send({"op": "fatal", "error": f"{type(exc).__name__}: {exc}"})
+            self.send(wire.Fatal(f"{type(exc).__name__}: {exc}"))
             return
         self.repl = Repl(value, self.call_host, own_process=True)
         del value
-        self.channel.send(
-            {"op": "ready", "meta": meta.to_dict(), "pid": os.getpid(), "measures": measures}
-        )
+        self.send(wire.Ready(meta, os.getpid(), measures))
         while True:
-            frame = self.channel.recv()
-            if frame is None or frame["op"] == "shutdown":
+            raw = self.channel.recv()
+            if raw is None:
                 return
-            if frame["op"] == "exec":
+            # a late subcall_result, for a cell that was stopped, is dropped here
+            frame = wire.parse(raw, (wire.Exec, wire.GetVar, wire.SubcallResult, wire.Shutdown))
+            if isinstance(frame, wire.Shutdown):
+                return
+            if isinstance(frame, wire.Exec):
                 self._held_interrupt = False
-                cell = self.repl.execute(frame["code"], int(frame["output_limit"]))
-                self.channel.send({"op": "result", "cell": cell.to_dict()})
-            elif frame["op"] == "get_var":
-                self.channel.send({"op": "var", "value": self.repl.get_var(frame["name"])})
-            # a late subcall_result for a cancelled cell is dropped here
+                cell = self.repl.execute(frame.code, frame.output_limit)
+                self.send(wire.Result(cell))
+            elif isinstance(frame, wire.GetVar):
+                self.send(wire.Var(self.repl.get_var(frame.name)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,8 +30,8 @@ import time
 import uuid
 from typing import Any
 
-from recursor.sandbox.base import SessionSpec
 from recursor.sandbox.hardening import Measure
+from recursor.sandbox.launch import SpawnRequest
 from recursor.sandbox.remote.streamed import (
     Box,
     Sink,
@@ -99,11 +99,82 @@ class DaytonaBox:
         self._sandbox.delete()
 
 
+class DaytonaVendor:
+    """Creates Daytona sandboxes (see the module docstring), with one client for them all."""
+
+    name = "daytona"
+
+    def __init__(
+        self,
+        sdk: Any,
+        *,
+        image: str,
+        cpus: int,
+        disk_gb: int,
+        api_key: str | None,
+        idle_stop_minutes: int,
+        create_timeout_s: float,
+    ) -> None:
+        self.sdk = sdk
+        self.image = image
+        self.cpus = cpus
+        self.disk_gb = disk_gb
+        self.idle_stop_minutes = idle_stop_minutes
+        self.create_timeout_s = create_timeout_s
+        self._config = sdk.DaytonaConfig(api_key=api_key) if api_key else None
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+
+    def client(self) -> Any:
+        """One Daytona client for every session of this environment, made when first needed."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = self.sdk.Daytona(self._config)
+            return self._client
+
+    def open_box(self, request: SpawnRequest, remote_dir: str, memory_mb: int | None) -> Box:
+        sdk = self.sdk
+        params = sdk.CreateSandboxFromImageParams(
+            image=self.image,
+            resources=sdk.Resources(cpu=self.cpus, memory=_gib(memory_mb), disk=self.disk_gb),
+            network_block_all=True,
+            ephemeral=True,
+            auto_stop_interval=self.idle_stop_minutes,
+            labels={"created_by": "recursor"},
+        )
+        box = DaytonaBox(sdk, self.client().create(params, timeout=self.create_timeout_s))
+        try:
+            box.upload(package_files(remote_dir))
+        except BaseException:
+            box.destroy()
+            raise
+        return box
+
+    def measures(self, box: Box, memory_mb: int | None) -> list[Measure]:
+        gib = _gib(memory_mb)
+        mem = f"{gib} GiB" if gib else "default memory"
+        return [
+            Measure(
+                "daytona",
+                True,
+                f"sandbox {box.ident}, image {self.image}; network_block_all=True; "
+                f"{self.cpus} CPUs, {mem}, {self.disk_gb} GiB disk; context uploaded with "
+                "fs.upload_files",
+            )
+        ]
+
+
+def _gib(memory_mb: int | None) -> int | None:
+    """Daytona's memory is whole GiB: rounded up."""
+    return None if memory_mb is None else max(1, math.ceil(memory_mb / 1024))
+
+
 class DaytonaEnvironment(StreamedEnvironment):
-    """``image``: an image with ``python3`` >= 3.11. ``cpus``, ``disk_gb`` and
-    ``limits.memory_mb`` (rounded up to whole GiB) are the sandbox's resources. ``api_key``:
-    else DAYTONA_API_KEY (and DAYTONA_API_URL). ``sdk``: the ``daytona`` module (a fake in
-    tests); imported here, when the environment is built, if not given."""
+    """``image``: an image with ``python3`` >= 3.11. ``cpus``, ``disk_gb`` and the memory of
+    ``limits`` (by default sized to the context and the machine, see WorkerLimits; rounded up
+    to whole GiB) are the sandbox's resources. ``api_key``: else DAYTONA_API_KEY (and
+    DAYTONA_API_URL). ``sdk``: the ``daytona`` module (a fake in tests); imported here, when
+    the environment is built, if not given."""
 
     name = "daytona"
     remote_dir_default = "/tmp/recursor"
@@ -120,54 +191,13 @@ class DaytonaEnvironment(StreamedEnvironment):
         **kw: Any,
     ) -> None:
         self.sdk = sdk if sdk is not None else import_sdk("daytona", "daytona")
-        super().__init__(**kw)
-        self.image = image
-        self.cpus = cpus
-        self.disk_gb = disk_gb
-        self.idle_stop_minutes = idle_stop_minutes
-        config = self.sdk.DaytonaConfig(api_key=api_key) if api_key else None
-        self._client: Any = None
-        self._config = config
-        self._client_lock = threading.Lock()
-
-    @property
-    def memory_gb(self) -> int | None:
-        mem = self.limits.memory_mb
-        return None if mem is None else max(1, math.ceil(mem / 1024))
-
-    def client(self) -> Any:
-        """One Daytona client for every session of this environment, made when first needed."""
-        with self._client_lock:
-            if self._client is None:
-                self._client = self.sdk.Daytona(self._config)
-            return self._client
-
-    def open_box(self, spec: SessionSpec | None) -> Box:
-        sdk = self.sdk
-        params = sdk.CreateSandboxFromImageParams(
-            image=self.image,
-            resources=sdk.Resources(cpu=self.cpus, memory=self.memory_gb, disk=self.disk_gb),
-            network_block_all=True,
-            ephemeral=True,
-            auto_stop_interval=self.idle_stop_minutes,
-            labels={"created_by": "recursor"},
+        vendor = DaytonaVendor(
+            self.sdk,
+            image=image,
+            cpus=cpus,
+            disk_gb=disk_gb,
+            api_key=api_key,
+            idle_stop_minutes=idle_stop_minutes,
+            create_timeout_s=float(kw.get("start_timeout_s", 180.0)),
         )
-        box = DaytonaBox(sdk, self.client().create(params, timeout=self.start_timeout_s))
-        try:
-            box.upload(package_files(self.remote_dir))
-        except BaseException:
-            box.destroy()
-            raise
-        return box
-
-    def vendor_measures(self, box: Box) -> list[Measure]:
-        mem = f"{self.memory_gb} GiB" if self.memory_gb else "default memory"
-        return [
-            Measure(
-                "daytona",
-                True,
-                f"sandbox {box.ident}, image {self.image}; network_block_all=True; "
-                f"{self.cpus} CPUs, {mem}, {self.disk_gb} GiB disk; context uploaded with "
-                "fs.upload_files",
-            )
-        ]
+        super().__init__(vendor, **kw)

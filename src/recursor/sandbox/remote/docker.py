@@ -21,15 +21,21 @@ import os
 import shutil
 import subprocess
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from recursor.errors import SandboxError
-from recursor.sandbox.base import SessionSpec
+from recursor.sandbox.environment import WorkerEnvironment
 from recursor.sandbox.hardening import Measure
-from recursor.sandbox.remote import worker_inside_boundary
-from recursor.sandbox.subprocess import Launched, SubprocessEnvironment
+from recursor.sandbox.launch import (
+    Launched,
+    Spawned,
+    SpawnRequest,
+    Traits,
+    on_lasting_thread,
+    popen_worker,
+)
+from recursor.sandbox.remote import INSIDE_BOUNDARY
 
 CONTEXT_PATH = "/run/recursor/context"
 PACKAGE_DIR = "/opt/recursor"
@@ -37,37 +43,23 @@ WORKER = f"{PACKAGE_DIR}/recursor/sandbox/worker.py"
 #: the recursor package itself (uploaded alone: never the whole site-packages around it)
 _PACKAGE = str(Path(__file__).resolve().parents[2])
 _ids = itertools.count()
-# `docker start -ai` attaches for as long as the session lives: start it from a thread that
-# lives as long (a thread pool of one that never exits)
-_LAUNCHER = ThreadPoolExecutor(8, thread_name_prefix="recursor-docker-launch")
 
 
-class DockerEnvironment(SubprocessEnvironment):
-    name = "docker"
-    stdio_channel = True
-    use_cgroups = False  # the daemon's cgroups hold the container, with the limits below
+class DockerLauncher:
+    """``docker create`` with the limits, ``docker cp`` of the package and the context, then
+    ``docker start -ai``, whose stdin/stdout are the frame channel."""
 
-    def __init__(
-        self,
-        *,
-        image: str = "python:3.11-slim",
-        docker: str = "docker",
-        python_in_image: str = "python3",
-        cpus: float = 1.0,
-        **kw: Any,
-    ) -> None:
-        kw.setdefault("prestart", False)
-        kw.setdefault("start_timeout_s", 120.0)
-        super().__init__(**kw)
-        found = shutil.which(docker)
-        if found is None:
-            raise SandboxError(f"the docker environment needs the {docker!r} CLI on PATH")
-        self.docker = found
+    # the daemon's cgroups hold the container, with the limits set at create
+    traits = Traits(cgroups=False, context_mount=CONTEXT_PATH, confinement=INSIDE_BOUNDARY)
+
+    def __init__(self, docker: str, image: str, python_in_image: str, cpus: float) -> None:
+        self.docker = docker
         self.image = image
         self.python_in_image = python_in_image
         self.cpus = cpus
-        self._names: dict[int, str] = {}
-        self._local = threading.local()  # the name of the container a thread is launching
+        self._lock = threading.Lock()
+        self._names: dict[int, str] = {}  # worker pid -> container name
+        self._detail: dict[int, str] = {}  # worker pid -> its limits, for the measure
 
     def _cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[bytes]:
         done = subprocess.run(
@@ -78,12 +70,14 @@ class DockerEnvironment(SubprocessEnvironment):
             raise SandboxError(f"docker {args[0]} failed: {tail}")
         return done
 
-    def take(self, spec: SessionSpec | None = None) -> Launched:
-        return _LAUNCHER.submit(self._prepare_and_launch, spec).result()
+    def spawn(self, request: SpawnRequest) -> Spawned:
+        # `docker start -ai` attaches for as long as the session lives: start it from a thread
+        # that lives as long
+        return on_lasting_thread(self._create_and_start, request)
 
-    def _prepare_and_launch(self, spec: SessionSpec | None) -> Launched:
+    def _create_and_start(self, request: SpawnRequest) -> Spawned:
         name = f"recursor-{os.getpid()}-{next(_ids)}"
-        limits = self.limits
+        limits = request.limits
         create = [
             "create",
             "-i",
@@ -112,57 +106,80 @@ class DockerEnvironment(SubprocessEnvironment):
             "--workdir",
             "/tmp",
         ]
-        if limits.memory_mb:
-            create += ["--memory", f"{limits.memory_mb}m"]
-        for key, value in self.worker_env().items():
+        memory_mb = None if request.memory_bytes is None else -(-request.memory_bytes >> 20)
+        if memory_mb:
+            create += ["--memory", f"{memory_mb}m"]
+        for key, value in request.env.items():
             create += ["--env", f"{key}={value}"]
         create += [self.image, self.python_in_image, "-I", WORKER, "0", "1"]
         self._cli(*create, check=True)
         try:
             self._cli("cp", _PACKAGE + "/.", f"{name}:{PACKAGE_DIR}/recursor", check=True)
-            if spec is not None:
-                path, _kind = spec.context.file()
+            if request.spec is not None:
+                path, _kind = request.spec.context.file()
                 self._cli("cp", path, f"{name}:{CONTEXT_PATH}", check=True)
-            self._local._pending = name
-            launched = self.launch(spec)
+            proc = popen_worker([self.docker, "start", "-ai", name], request, stdio=True)
         except BaseException:
             self._cli("rm", "-f", name)
             raise
-        self._names[launched.proc.pid] = name
-        launched.stop = lambda: self._kill(name)
-        launched.cleanup = lambda: self._remove(name)
-        return launched
+        mem = f"{memory_mb} MB" if memory_mb else "no"
+        with self._lock:
+            self._names[proc.pid] = name
+            self._detail[proc.pid] = (
+                f"--network none; {mem} memory, {self.cpus} CPUs, {limits.processes} pids"
+            )
+        return Spawned(proc, stop=lambda: self._kill(name), cleanup=lambda: self._remove(proc.pid))
 
     def _kill(self, name: str) -> None:
         self._cli("kill", name)
 
-    def _remove(self, name: str) -> None:
-        self._names = {k: v for k, v in self._names.items() if v != name}
-        self._cli("rm", "-f", name)
+    def _remove(self, pid: int) -> None:
+        with self._lock:
+            name = self._names.pop(pid, None)
+            self._detail.pop(pid, None)
+        if name is not None:
+            self._cli("rm", "-f", name)
 
-    def command(self, read_fd: int, write_fd: int, spec: SessionSpec | None = None) -> list[str]:
-        return [self.docker, "start", "-ai", self._local._pending]
-
-    def context_path(self, host_path: str) -> str:
-        return CONTEXT_PATH
-
-    def sandbox_config(self) -> dict[str, Any] | None:
-        return worker_inside_boundary(self.limits.scratch_mb)
-
-    def host_measures(self, launched: Launched) -> list[Measure]:
-        mem = f"{self.limits.memory_mb} MB" if self.limits.memory_mb else "no"
+    def on_ready(self, launched: Launched) -> list[Measure]:
+        with self._lock:
+            detail = self._detail.get(launched.proc.pid, "")
         return [
             Measure(
                 "docker",
                 True,
-                f"--network none; {mem} memory, {self.cpus} CPUs, "
-                f"{self.limits.processes} pids; capabilities only to drop to uid 65534; "
+                f"{detail}; capabilities only to drop to uid 65534; "
                 f"context uploaded with docker cp; image {self.image}",
-            ),
-            *super().host_measures(launched),
+            )
         ]
 
-    def interrupt(self, launched: Launched, pid: int) -> None:
-        name = self._names.get(launched.proc.pid)
+    def interrupt(self, launched: Launched) -> None:
+        with self._lock:
+            name = self._names.get(launched.proc.pid)
         if name is not None:
             self._cli("kill", "--signal", "INT", name)
+
+    def close(self) -> None:
+        pass
+
+
+class DockerEnvironment(WorkerEnvironment):
+    name = "docker"
+
+    def __init__(
+        self,
+        *,
+        image: str = "python:3.11-slim",
+        docker: str = "docker",
+        python_in_image: str = "python3",
+        cpus: float = 1.0,
+        **kw: Any,
+    ) -> None:
+        kw.pop("prestart", None)  # the context is uploaded before start: no spare
+        kw.setdefault("start_timeout_s", 120.0)
+        found = shutil.which(docker)
+        if found is None:
+            raise SandboxError(f"the docker environment needs the {docker!r} CLI on PATH")
+        self.docker = found
+        self.image = image
+        self.cpus = cpus
+        super().__init__(DockerLauncher(found, image, python_in_image, cpus), **kw)

@@ -27,8 +27,8 @@ import shlex
 import threading
 from typing import Any
 
-from recursor.sandbox.base import SessionSpec
 from recursor.sandbox.hardening import Measure
+from recursor.sandbox.launch import SpawnRequest
 from recursor.sandbox.remote.streamed import (
     Box,
     Sink,
@@ -93,6 +93,49 @@ class E2BBox:
         self._sandbox.kill()
 
 
+class E2BVendor:
+    """Creates E2B sandboxes (see the module docstring)."""
+
+    name = "e2b"
+
+    def __init__(
+        self, sdk: Any, template: str | None, api_key: str | None, sandbox_timeout_s: int
+    ) -> None:
+        self.sdk = sdk
+        self.template = template
+        self.api_key = api_key
+        self.sandbox_timeout_s = sandbox_timeout_s
+
+    def open_box(self, request: SpawnRequest, remote_dir: str, memory_mb: int | None) -> Box:
+        # memory_mb is unused: E2B sets memory when a template is built, not per sandbox
+        opts: dict[str, Any] = {"api_key": self.api_key} if self.api_key else {}
+        sandbox = self.sdk.Sandbox.create(
+            template=self.template,
+            timeout=self.sandbox_timeout_s,
+            allow_internet_access=False,
+            metadata={"created_by": "recursor"},
+            **opts,
+        )
+        box = E2BBox(self.sdk, sandbox)
+        try:
+            box.upload(package_files(remote_dir))
+        except BaseException:
+            box.destroy()
+            raise
+        return box
+
+    def measures(self, box: Box, memory_mb: int | None) -> list[Measure]:
+        return [
+            Measure(
+                "e2b",
+                True,
+                f"microVM {box.ident}, template {self.template or 'default'}; "
+                "allow_internet_access=False; context uploaded with files.write_files",
+            ),
+            Measure("vendor limits", False, "CPU and memory are the template's, not set here"),
+        ]
+
+
 class E2BEnvironment(StreamedEnvironment):
     """``template``: an E2B template whose image has ``python3`` >= 3.11 (the default
     template when None). ``api_key``: else E2B_API_KEY. ``sdk``: the ``e2b`` module (a fake in
@@ -110,35 +153,5 @@ class E2BEnvironment(StreamedEnvironment):
         **kw: Any,
     ) -> None:
         self.sdk = sdk if sdk is not None else import_sdk("e2b", "e2b")
-        super().__init__(**kw)
         self.template = template
-        self.api_key = api_key
-        self.sandbox_timeout_s = sandbox_timeout_s
-
-    def open_box(self, spec: SessionSpec | None) -> Box:
-        opts: dict[str, Any] = {"api_key": self.api_key} if self.api_key else {}
-        sandbox = self.sdk.Sandbox.create(
-            template=self.template,
-            timeout=self.sandbox_timeout_s,
-            allow_internet_access=False,
-            metadata={"created_by": "recursor"},
-            **opts,
-        )
-        box = E2BBox(self.sdk, sandbox)
-        try:
-            box.upload(package_files(self.remote_dir))
-        except BaseException:
-            box.destroy()
-            raise
-        return box
-
-    def vendor_measures(self, box: Box) -> list[Measure]:
-        return [
-            Measure(
-                "e2b",
-                True,
-                f"microVM {box.ident}, template {self.template or 'default'}; "
-                "allow_internet_access=False; context uploaded with files.write_files",
-            ),
-            Measure("vendor limits", False, "CPU and memory are the template's, not set here"),
-        ]
+        super().__init__(E2BVendor(self.sdk, template, api_key, sandbox_timeout_s), **kw)

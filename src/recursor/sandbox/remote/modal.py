@@ -25,8 +25,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from recursor.sandbox.base import SessionSpec
 from recursor.sandbox.hardening import Measure
+from recursor.sandbox.launch import SpawnRequest
 from recursor.sandbox.remote.streamed import (
     PACKAGE,
     Box,
@@ -89,12 +89,62 @@ class ModalBox:
         self._sandbox.terminate()
 
 
+class ModalVendor:
+    """Creates Modal sandboxes (see the module docstring)."""
+
+    name = "modal"
+
+    def __init__(
+        self, sdk: Any, image: str | None, app_name: str, cpus: float, sandbox_timeout_s: int
+    ) -> None:
+        self.sdk = sdk
+        self.image = image
+        self.app_name = app_name
+        self.cpus = cpus
+        self.sandbox_timeout_s = sandbox_timeout_s
+
+    def _image(self, remote_dir: str) -> Any:
+        images = self.sdk.Image
+        base = (
+            images.from_registry(self.image)
+            if self.image
+            else images.debian_slim(python_version="3.11")
+        )
+        return base.add_local_dir(
+            str(PACKAGE), f"{remote_dir}/recursor", ignore=["**/__pycache__", "**/*.pyc"]
+        )
+
+    def open_box(self, request: SpawnRequest, remote_dir: str, memory_mb: int | None) -> Box:
+        app = self.sdk.App.lookup(self.app_name, create_if_missing=True)
+        sandbox = self.sdk.Sandbox.create(
+            app=app,
+            image=self._image(remote_dir),
+            block_network=True,
+            cpu=(self.cpus, self.cpus),  # (request, limit): the limit is a hard one
+            memory=(memory_mb, memory_mb) if memory_mb else None,
+            timeout=self.sandbox_timeout_s,
+        )
+        return ModalBox(sandbox)
+
+    def measures(self, box: Box, memory_mb: int | None) -> list[Measure]:
+        mem = f"{memory_mb} MiB" if memory_mb else "no memory limit"
+        return [
+            Measure(
+                "modal",
+                True,
+                f"sandbox {box.ident}; block_network=True; {self.cpus} CPUs, {mem}; "
+                "context uploaded with filesystem.copy_from_local",
+            )
+        ]
+
+
 class ModalEnvironment(StreamedEnvironment):
     """``image``: a registry tag with ``python3`` >= 3.11 (None: Modal's debian_slim, Python
     3.11). ``app_name``: the Modal app the sandboxes belong to (created if missing).
-    ``cpus``: a hard CPU limit; the memory limit is ``limits.memory_mb``. ``sdk``: the
-    ``modal`` module (a fake in tests); imported here, when the environment is built, if not
-    given. Credentials are Modal's own (``modal token set``, or MODAL_TOKEN_ID/SECRET)."""
+    ``cpus``: a hard CPU limit; the memory limit is ``limits.memory_mb`` (by default sized to
+    the context and the machine, see WorkerLimits). ``sdk``: the ``modal`` module (a fake in
+    tests); imported here, when the environment is built, if not given. Credentials are
+    Modal's own (``modal token set``, or MODAL_TOKEN_ID/SECRET)."""
 
     name = "modal"
 
@@ -109,43 +159,6 @@ class ModalEnvironment(StreamedEnvironment):
         **kw: Any,
     ) -> None:
         self.sdk = sdk if sdk is not None else import_sdk("modal", "modal")
-        super().__init__(**kw)
-        self.image = image
-        self.app_name = app_name
         self.cpus = cpus
-        self.sandbox_timeout_s = sandbox_timeout_s
-
-    def _image(self) -> Any:
-        images = self.sdk.Image
-        base = (
-            images.from_registry(self.image)
-            if self.image
-            else images.debian_slim(python_version="3.11")
-        )
-        return base.add_local_dir(
-            str(PACKAGE), f"{self.remote_dir}/recursor", ignore=["**/__pycache__", "**/*.pyc"]
-        )
-
-    def open_box(self, spec: SessionSpec | None) -> Box:
-        app = self.sdk.App.lookup(self.app_name, create_if_missing=True)
-        mem = self.limits.memory_mb
-        sandbox = self.sdk.Sandbox.create(
-            app=app,
-            image=self._image(),
-            block_network=True,
-            cpu=(self.cpus, self.cpus),  # (request, limit): the limit is a hard one
-            memory=(mem, mem) if mem else None,
-            timeout=self.sandbox_timeout_s,
-        )
-        return ModalBox(sandbox)
-
-    def vendor_measures(self, box: Box) -> list[Measure]:
-        mem = f"{self.limits.memory_mb} MiB" if self.limits.memory_mb else "no memory limit"
-        return [
-            Measure(
-                "modal",
-                True,
-                f"sandbox {box.ident}; block_network=True; {self.cpus} CPUs, {mem}; "
-                "context uploaded with filesystem.copy_from_local",
-            )
-        ]
+        vendor = ModalVendor(self.sdk, image, app_name, cpus, sandbox_timeout_s)
+        super().__init__(vendor, **kw)

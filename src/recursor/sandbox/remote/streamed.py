@@ -6,12 +6,14 @@ which runs the unchanged worker. The worker's channel is the relay's stdin/stdou
 vendor's SDK streams it, over the SDK's own authenticated connection: nothing listens on a
 port, in the sandbox or here. On this side a :class:`RemoteProcess` stands where a local
 worker's ``Popen`` would: two pump threads turn the session's pipes into relay lines and back,
-so :class:`~recursor.sandbox.subprocess.WorkerSession` runs unchanged (sub-calls, deadlines,
+so :class:`~recursor.sandbox.session.WorkerSession` runs unchanged (sub-calls, deadlines,
 restarts). A cell out of time gets ``I`` (the relay sends SIGINT); a kill sends ``K`` and stops
 the process through the SDK; the end of a session destroys the sandbox.
 
-A vendor module supplies only a :class:`Box`: how to create, upload, start, write, stop and
-destroy with that SDK. The SDK is imported when an environment is constructed, never before.
+A vendor module supplies only a :class:`Vendor` (how to create a sandbox with its limits, and
+what it enforces) and a :class:`Box` (how to upload, start, write, stop and destroy with that
+SDK); :class:`StreamedLauncher` does the rest. The SDK is imported when an environment is
+constructed, never before.
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Protocol, TypeVar, cast
+from typing import IO, Any, Protocol, TypeVar
 
 from recursor.errors import SandboxError
-from recursor.sandbox.base import SessionSpec
+from recursor.sandbox.environment import WorkerEnvironment
 from recursor.sandbox.hardening import Measure
-from recursor.sandbox.remote import worker_inside_boundary
+from recursor.sandbox.launch import ExitLatch, Launched, Spawned, SpawnRequest, Traits
+from recursor.sandbox.remote import INSIDE_BOUNDARY
 from recursor.sandbox.remote.relay import CHUNK, decode_line, encode_line
-from recursor.sandbox.subprocess import ExitLatch, Launched, SubprocessEnvironment, WorkerProcess
 
 #: the recursor package itself (uploaded alone: never the whole site-packages around it)
 PACKAGE = Path(__file__).resolve().parents[2]
@@ -97,8 +99,12 @@ class Box(Protocol):
 class RemoteProcess:
     """A relay in a remote sandbox, as a WorkerSession sees a worker process."""
 
-    def __init__(self, box: Box, read_fd: int, write_fd: int, stderr: IO[bytes]) -> None:
+    def __init__(
+        self, box: Box, read_fd: int, write_fd: int, stderr: IO[bytes], memory_mb: int | None
+    ) -> None:
         self.box = box
+        #: the memory the sandbox was created with (None: the vendor's default)
+        self.memory_mb = memory_mb
         self.pid = next(_pids)
         # the session's ends of the pipes are closed once the launch returns: keep our own
         self._in_fd = os.dup(read_fd)
@@ -204,85 +210,76 @@ class RemoteProcess:
         return self._exit.wait(timeout)
 
 
-class StreamedEnvironment(SubprocessEnvironment):
-    """A sandbox per session from a vendor SDK; subclasses say how (:meth:`open_box`).
+class Vendor(Protocol):
+    """How one vendor's SDK makes a sandbox (one class per vendor module)."""
 
-    ``remote_dir``: where in the sandbox the package and the context are uploaded.
-    ``python_in_sandbox``: the sandbox image's Python (>= 3.11; only the standard library).
-    """
+    #: the environment's name, for messages
+    name: str
 
-    name = "remote"
-    use_cgroups = False  # the vendor's machine holds the process, with the vendor's limits
-    #: the default remote_dir (a directory the sandbox's user may create)
-    remote_dir_default = "/opt/recursor"
+    def open_box(self, request: SpawnRequest, remote_dir: str, memory_mb: int | None) -> Box:
+        """Create a sandbox, its network off and its limits set, with the package uploaded
+        under ``remote_dir``; ``memory_mb``: its memory (None: the vendor's default)."""
+        ...
 
-    def __init__(
-        self, *, remote_dir: str | None = None, python_in_sandbox: str = "python3", **kw: Any
-    ) -> None:
-        # no spare: a sandbox cannot be started before its session names the context
-        kw.setdefault("prestart", False)
-        kw.setdefault("start_timeout_s", 180.0)
-        super().__init__(**kw)
-        self.remote_dir = (remote_dir or self.remote_dir_default).rstrip("/")
+    def measures(self, box: Box, memory_mb: int | None) -> list[Measure]:
+        """What the vendor enforces around the sandbox (its network, its limits)."""
+        ...
+
+
+class StreamedLauncher:
+    """A vendor sandbox per worker, the relay in it, the channel streamed through the SDK."""
+
+    def __init__(self, vendor: Vendor, remote_dir: str, python_in_sandbox: str = "python3") -> None:
+        self.vendor = vendor
+        self.remote_dir = remote_dir.rstrip("/")
         self.python_in_sandbox = python_in_sandbox
+        # no spare: a sandbox cannot be started before its session names the context; the
+        # vendor's machine holds the process, with the vendor's limits (no cgroups, no local
+        # kill)
+        self.traits = Traits(
+            cgroups=False,
+            host_process=False,
+            context_mount=self.remote_context,
+            confinement=INSIDE_BOUNDARY,
+        )
 
     @property
     def remote_context(self) -> str:
         return f"{self.remote_dir}/context"
 
-    def open_box(self, spec: SessionSpec | None) -> Box:
-        """Create a sandbox, its network off and its limits set, with the package uploaded."""
-        raise NotImplementedError
-
-    def vendor_measures(self, box: Box) -> list[Measure]:
-        """What the vendor enforces around the sandbox (its network, its limits)."""
-        return []
-
-    def take(self, spec: SessionSpec | None = None) -> Launched:
-        launched = self.launch(spec)
-        proc = cast(RemoteProcess, launched.proc)
-        launched.stop = proc.kill
-        launched.cleanup = proc.destroy
-        return launched
-
-    def spawn(
-        self,
-        read_fd: int,
-        write_fd: int,
-        stderr: IO[bytes],
-        cwd: str,
-        spec: SessionSpec | None,
-    ) -> WorkerProcess:
-        # launch() around this makes the pipes and, on an OSError, closes them and raises a
-        # SandboxError; ``cwd`` (a local directory) stays unused: the worker's is remote
+    def spawn(self, request: SpawnRequest) -> Spawned:
+        # launch() around this closes the pipes on an OSError and raises a SandboxError; the
+        # local scratch directory stays unused: the worker's is remote.
         # the context's file first: no sandbox is created for a context that cannot be written
+        spec = request.spec
         upload = [] if spec is None else [(spec.context.file()[0], self.remote_context)]
-        box = _guard(self.name, "create the sandbox", lambda: self.open_box(spec))
+        nbytes = request.memory_bytes
+        memory_mb = None if nbytes is None else -(-nbytes >> 20)
+        name = self.vendor.name
+        box = _guard(
+            name,
+            "create the sandbox",
+            lambda: self.vendor.open_box(request, self.remote_dir, memory_mb),
+        )
         try:
             if upload:
-                _guard(self.name, "upload the context", lambda: box.upload(upload))
-            proc = RemoteProcess(box, read_fd, write_fd, stderr)
+                _guard(name, "upload the context", lambda: box.upload(upload))
+            proc = RemoteProcess(box, request.read_fd, request.write_fd, request.stderr, memory_mb)
             relay = f"{self.remote_dir}/recursor/sandbox/remote/relay.py"
             argv = [self.python_in_sandbox, "-I", "-B", relay]
-            _guard(self.name, "start the relay", lambda: proc.start(argv))
+            _guard(name, "start the relay", lambda: proc.start(argv))
         except BaseException:
             try:
                 box.destroy()
             except Exception:
                 pass  # the first error is the one worth raising
             raise
-        return proc
+        return Spawned(proc, stop=proc.kill, cleanup=proc.destroy)
 
-    def context_path(self, host_path: str) -> str:
-        return self.remote_context
-
-    def sandbox_config(self) -> dict[str, Any] | None:
-        return worker_inside_boundary(self.limits.scratch_mb)
-
-    def host_measures(self, launched: Launched) -> list[Measure]:
-        box = cast(RemoteProcess, launched.proc).box
+    def on_ready(self, launched: Launched) -> list[Measure]:
+        proc = _remote(launched)
         return [
-            *self.vendor_measures(box),
+            *self.vendor.measures(proc.box, proc.memory_mb),
             Measure(
                 "remote channel",
                 True,
@@ -292,18 +289,56 @@ class StreamedEnvironment(SubprocessEnvironment):
             Measure(
                 "interrupt",
                 True,
-                f"SIGINT through the relay at the deadline; sandbox destroyed {self.grace_s}s "
-                "later if the cell does not stop",
+                "SIGINT through the relay at the deadline; sandbox destroyed if the cell does "
+                "not stop within the grace period",
             ),
         ]
 
-    def interrupt(self, launched: Launched, pid: int) -> None:
-        cast(RemoteProcess, launched.proc).interrupt()
+    def interrupt(self, launched: Launched) -> None:
+        _remote(launched).interrupt()
+
+    def close(self) -> None:
+        pass
+
+
+def _remote(launched: Launched) -> RemoteProcess:
+    proc = launched.proc
+    assert isinstance(proc, RemoteProcess)  # this launcher's workers are all remote
+    return proc
+
+
+class StreamedEnvironment(WorkerEnvironment):
+    """A sandbox per session from a vendor SDK (the vendor modules build it with theirs).
+
+    ``remote_dir``: where in the sandbox the package and the context are uploaded.
+    ``python_in_sandbox``: the sandbox image's Python (>= 3.11; only the standard library).
+    """
+
+    name = "remote"
+    #: the default remote_dir (a directory the sandbox's user may create)
+    remote_dir_default = "/opt/recursor"
+
+    def __init__(
+        self,
+        vendor: Vendor,
+        *,
+        remote_dir: str | None = None,
+        python_in_sandbox: str = "python3",
+        **kw: Any,
+    ) -> None:
+        kw.pop("prestart", None)
+        kw.setdefault("start_timeout_s", 180.0)
+        self.launcher: StreamedLauncher
+        launcher = StreamedLauncher(
+            vendor, remote_dir or self.remote_dir_default, python_in_sandbox
+        )
+        super().__init__(launcher, **kw)
+        self.remote_dir = launcher.remote_dir
 
 
 class RemoteStartError(OSError):
     """A vendor step of starting a sandbox failed. An OSError, as a local worker that cannot be
-    started raises: :meth:`SubprocessEnvironment.launch` then closes the session's pipes and
+    started raises: :func:`recursor.sandbox.launch.launch` then closes the session's pipes and
     raises the SandboxError callers see."""
 
 

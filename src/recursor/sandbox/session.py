@@ -1,0 +1,313 @@
+"""The host's end of one worker: start it, run cells, serve its sub-calls, interrupt, restart.
+
+While a cell runs, the host serves the worker's sub-calls on threads and watches the deadline;
+a cell past it gets SIGINT (its namespace survives), then, if it does not yield within
+``grace_s``, the worker is killed and a fresh one started (the model is told its state was
+lost). The cell's sub-calls are served under its cancel scope (:mod:`recursor._cancel`): at
+the deadline, or when the worker dies, the broker stops those still queued or in flight too.
+Frames from the worker are untrusted: read through :mod:`~recursor.sandbox.wire`, and a bad one
+(or one the session's state does not allow) costs the worker, never the host.
+
+A session is not tied to one completion: it runs cells until :meth:`WorkerSession.close`
+(idempotent), and a later ``run`` after a lost worker starts a new one. How the worker comes
+to exist is the :class:`WorkerSource`'s business (an environment: a launcher, a spare, limits).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import subprocess
+import threading
+import time
+from typing import IO, Protocol
+
+from recursor._cancel import POLL_S, Cancel, current, scope
+from recursor.context import ContextMeta
+from recursor.errors import ProtocolError, SandboxError, WorkerCrashed
+from recursor.sandbox import wire
+from recursor.sandbox.base import CellResult, SessionSpec, SubcallRequest, SubcallResponse
+from recursor.sandbox.framing import Channel
+from recursor.sandbox.hardening import Measure
+from recursor.sandbox.launch import Launched, WorkerProcess
+
+
+class WorkerSource(Protocol):
+    """What a session needs of its environment."""
+
+    #: how long an interrupted cell may take to stop before its worker is killed
+    grace_s: float
+    #: how long a worker may take from launch to ``ready``
+    start_timeout_s: float
+
+    def take(self, spec: SessionSpec) -> Launched:
+        """A started worker for this session (a spare, or a new one)."""
+        ...
+
+    def init_frame(self, spec: SessionSpec, launched: Launched) -> wire.Init:
+        """The ``init`` frame that gives this worker its context, limits and confinement."""
+        ...
+
+    def on_ready(self, launched: Launched) -> list[Measure]:
+        """The worker said ``ready``: what the host enforces around it."""
+        ...
+
+    def interrupt(self, launched: Launched) -> None:
+        """The cell is out of time: tell the worker (SIGINT, or the launcher's way)."""
+        ...
+
+
+#: ("frame", Frame, None) | ("broken", reason, None) | ("eof", None, None) |
+#: ("subcall_done", token, SubcallResponse), from the reader thread and the sub-call threads
+_Event = tuple[str, object, object]
+_CELL_FRAMES = (wire.Result, wire.Subcall)
+
+
+class WorkerSession:
+    """One worker, possibly across several completions; :meth:`close` ends it (idempotent)."""
+
+    def __init__(self, source: WorkerSource, spec: SessionSpec) -> None:
+        self._source = source
+        self._spec = spec
+        self._tokens = itertools.count()
+        self._proc: WorkerProcess | None = None
+        self._channel: Channel | None = None
+        self._events: queue.Queue[_Event] = queue.Queue()
+        self._stderr: IO[bytes] | None = None
+        self._launched: Launched | None = None
+        self._meta: ContextMeta | None = None
+        self._closed = False
+        #: the confinement measures of the current worker (re-read at every restart)
+        self.measures: list[Measure] = []
+        #: the cancel scope of the cell running (or last run): its sub-calls are served under it
+        self._cell = Cancel()
+        self._start()
+
+    @property
+    def meta(self) -> ContextMeta:
+        assert self._meta is not None
+        return self._meta
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def _start(self) -> None:
+        launched = self._source.take(self._spec)
+        self._launched = launched
+        self._proc = launched.proc
+        self._channel = launched.channel
+        self._stderr = launched.stderr
+        self._events = queue.Queue()
+        threading.Thread(
+            target=self._read_loop, args=(launched.channel, self._events), daemon=True
+        ).start()
+        self._send(self._source.init_frame(self._spec, launched))
+        got = self._next_frame(time.monotonic() + self._source.start_timeout_s)
+        if not isinstance(got, wire.Ready):
+            if isinstance(got, wire.Fatal):
+                detail = got.error
+            elif got is None:
+                detail = self._crash_detail()
+            else:
+                detail = f"a {got.op!r} frame where 'ready' was expected"
+            self._kill()
+            raise SandboxError(f"the worker did not start: {detail}")
+        self._meta = got.meta
+        self.measures = [*got.measures, *self._source.on_ready(launched)]
+
+    @staticmethod
+    def _read_loop(channel: Channel, events: queue.Queue[_Event]) -> None:
+        try:
+            while (raw := channel.recv()) is not None:
+                events.put(("frame", wire.parse(raw, wire.FROM_WORKER), None))
+        except (ProtocolError, OSError) as exc:
+            events.put(("broken", str(exc), None))
+            return
+        except Exception as exc:  # whatever a hostile frame provokes, the host must hear of it
+            events.put(("broken", f"{type(exc).__name__}: {exc}", None))
+            return
+        events.put(("eof", None, None))
+
+    def _send(self, frame: wire.Frame) -> None:
+        assert self._channel is not None
+        self._channel.send(frame.to_wire())
+
+    def _next_frame(self, deadline: float) -> wire.Frame | None:
+        """The next frame, or None when the worker is gone, broke the protocol or is late."""
+        while True:
+            try:
+                kind, payload, _ = self._events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return None
+            if kind == "frame":
+                assert isinstance(payload, wire.Frame)
+                return payload
+            if kind in ("eof", "broken"):
+                return None
+
+    def _crash_detail(self) -> str:
+        code = self._proc.poll() if self._proc else None
+        if code is None and self._proc is not None:
+            try:  # the channel closed first; the exit status follows within moments
+                code = self._proc.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                pass
+        tail = ""
+        if self._stderr is not None:
+            self._stderr.seek(0, os.SEEK_END)
+            size = self._stderr.tell()
+            self._stderr.seek(max(0, size - 2000))
+            tail = self._stderr.read().decode("utf-8", "replace").strip()
+        what = f"exit status {code}" if code is None or code >= 0 else f"killed by signal {-code}"
+        return what + (f"; stderr: {tail}" if tail else "")
+
+    def _kill(self) -> None:
+        launched, self._launched = self._launched, None
+        self._proc = None
+        if launched is not None:
+            launched.discard()
+
+    def _restart(self) -> None:
+        self._kill()
+        self._start()
+
+    def close(self) -> None:
+        # No graceful shutdown: the worker holds nothing worth saving, and waiting for an
+        # interpreter to finalize would cost more than the whole of a short completion.
+        self._closed = True
+        self._cell.set("the REPL was closed")
+        self._kill()
+
+    # -- cells ----------------------------------------------------------------------------------
+    def run(self, code: str, *, deadline: float | None, output_limit: int) -> CellResult:
+        if self._closed:
+            raise SandboxError("this REPL session was closed")
+        if self._proc is None:
+            self._start()
+        # under the caller's scope: a child RLM stopped by its parent stops its cells too
+        cell = self._cell = Cancel(current())
+        self._send(wire.Exec(code, output_limit))
+        t0 = time.monotonic()
+        pending: dict[int, tuple[int, int]] = {}  # host token -> (worker's request id, prompts)
+        while True:
+            # checked before every frame too, so a worker that keeps sending cannot outrun it
+            left = None if deadline is None else deadline - time.monotonic()
+            if cell.is_set() or (left is not None and left <= 0):
+                result = self._interrupt(pending, output_limit)
+                result.duration_s = result.duration_s or time.monotonic() - t0
+                return result
+            try:
+                kind, payload, extra = self._events.get(
+                    timeout=POLL_S if left is None else min(POLL_S, left)
+                )
+            except queue.Empty:
+                continue
+            if kind == "frame":
+                assert isinstance(payload, wire.Frame)
+                try:
+                    wire.expect(payload, _CELL_FRAMES)
+                except ProtocolError as exc:
+                    kind, payload = "broken", str(exc)
+                else:
+                    if isinstance(payload, wire.Result):
+                        return payload.cell
+                    assert isinstance(payload, wire.Subcall)
+                    token = next(self._tokens)
+                    pending[token] = (payload.id, len(payload.request.prompts))
+                    self._serve(token, payload.request, cell)
+            if kind == "subcall_done" and isinstance(payload, int) and payload in pending:
+                assert isinstance(extra, SubcallResponse)
+                self._send(wire.SubcallResult(pending.pop(payload)[0], extra))
+            elif kind in ("eof", "broken"):
+                # the worker is gone: nobody will read the answers of its sub-calls
+                cell.set("the REPL was lost")
+                why = (
+                    f"the REPL broke the channel protocol ({payload})"
+                    if kind == "broken"
+                    else f"the REPL process died ({self._crash_detail()})"
+                )
+                result = self._lost(why, output_limit)
+                result.duration_s = time.monotonic() - t0
+                return result
+
+    def _serve(self, token: int, request: SubcallRequest, cell: Cancel) -> None:
+        def work() -> None:
+            try:
+                with scope(cell):
+                    response = self._spec.handler(request)
+            except Exception as exc:
+                response = SubcallResponse.failure(
+                    len(request.prompts), str(exc), type(exc).__name__, raised=True
+                )
+            self._events.put(("subcall_done", token, response))
+
+        threading.Thread(target=work, daemon=True).start()
+
+    def _interrupt(self, pending: dict[int, tuple[int, int]], output_limit: int) -> CellResult:
+        """The deadline passed: cancel its sub-calls, SIGINT, then kill if it does not yield."""
+        self._cell.set(self._cell.reason or "the cell ran out of time")
+        for ident, n in pending.values():
+            self._refuse(ident, n)
+        pending.clear()
+        if self._launched is not None:
+            self._source.interrupt(self._launched)
+        until = time.monotonic() + self._source.grace_s
+        while (left := until - time.monotonic()) > 0:
+            try:
+                kind, payload, _ = self._events.get(timeout=left)
+            except queue.Empty:
+                break
+            if kind in ("eof", "broken"):
+                break
+            if kind != "frame":
+                continue  # a sub-call finishing late: it was refused already
+            if isinstance(payload, wire.Result):
+                payload.cell.timed_out = True
+                return payload.cell
+            if not isinstance(payload, wire.Subcall):
+                break  # a frame this state does not allow: the worker is killed below
+            self._refuse(payload.id, len(payload.request.prompts))
+        cell = self._lost(
+            "the cell ran past its time limit and did not stop when interrupted; "
+            "the REPL was killed",
+            output_limit,
+        )
+        cell.timed_out = True
+        return cell
+
+    def _refuse(self, ident: int, n: int, why: str = "the cell ran out of time") -> None:
+        """Answer a sub-call of a stopped cell without making it (one error per prompt)."""
+        refused = SubcallResponse.failure(max(1, n), f"cancelled: {why}", "CellTimeout")
+        self._send(wire.SubcallResult(ident, refused))
+
+    def _lost(self, why: str, output_limit: int) -> CellResult:
+        self._restart()
+        return CellResult(
+            error=f"{why}. A new REPL was started: `context` is there again, but every variable, "
+            "import and function defined before is gone.",
+            lost_state=True,
+        )
+
+    def get_var(self, name: str, *, deadline: float | None) -> str | None:
+        if self._closed or self._proc is None:
+            raise WorkerCrashed("the REPL is not running")
+        self._send(wire.GetVar(name))
+        until = time.monotonic() + 30 if deadline is None else deadline
+        while True:
+            got = self._next_frame(until)
+            if isinstance(got, wire.Subcall):
+                # from a thread model code left running after its cell: no cell to serve it
+                self._refuse(got.id, len(got.request.prompts), "no cell is running")
+                continue
+            if isinstance(got, wire.Var):
+                return got.value
+            what = self._crash_detail() if got is None else f"it sent a {got.op!r} frame"
+            raise WorkerCrashed(f"the worker did not answer get_var ({what})")
