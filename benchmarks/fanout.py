@@ -10,10 +10,11 @@ Prints JSON and writes benchmarks/results/fanout.json:
   ``local`` environment, root model scripted offline, sub-calls through its own OpenAI client to
   the same server), with the ratios;
 - bare_asyncopenai_4_pools (informational): the bare client split over 4 connection pools of
-  16, showing how much of the client CPU at concurrency 64 is httpcore's pool bookkeeping;
+  16, showing how much of the client CPU at concurrency 64 is the httpx2 pool's bookkeeping;
 - bare_asyncopenai_aiohttp (informational): the bare client on the SDK's aiohttp transport
   (``http_client=openai.DefaultAioHttpClient()``, one pool), the transport recursor's async
-  path uses when ``aiohttp``/``httpx-aiohttp`` are installed (the ``openai`` extra brings them);
+  path uses when ``aiohttp`` is installed (the ``openai`` extra brings it; see
+  ``recursor.lm._http``);
 - big_prompts: 1, 10 and 50 MB prompts through the broker (``llm_query`` from a cell to a
   zero-latency in-process model, so what is timed is the broker's own path: context-window
   check, cache key, trace digest and preview, the REPL crossing), target linear and <= 0.1 s
@@ -22,11 +23,11 @@ Prints JSON and writes benchmarks/results/fanout.json:
 Setup: the stub server (``recursor.lm.stub_server``, stdlib ThreadingHTTPServer) runs in a
 separate process started with ``sys.executable``, so its CPU is not in this process's GIL or
 its CPU time; "cpu_s" is this process's CPU time (all threads) during the run. Every method
-makes real HTTP calls through the official ``openai`` SDK with SDK retries off: over httpx,
-except bare_asyncopenai_aiohttp and the recursor runs (aiohttp when installed). The
-recursor runs use ``environment="inprocess"`` (and "subprocess" for the broker) and the
-default in-memory cache (all prompts differ, so it never hits). Each figure is the median of
-``--repeats`` runs, methods interleaved.
+makes real HTTP calls through the official ``openai`` SDK with SDK retries off: over httpx2
+(the SDK's HTTP library since openai 3.0), except bare_asyncopenai_aiohttp and the recursor
+runs (aiohttp when installed). The recursor runs use ``environment="inprocess"`` (and
+"subprocess" for the broker) and the default in-memory cache (all prompts differ, so it never
+hits). Each figure is the median of ``--repeats`` runs, methods interleaved.
 
 stderr may show "Task exception was never retrieved ... AsyncClient.aclose() ... Event loop is
 closed": rlms never closes its AsyncOpenAI clients, and the SDK's finaliser schedules their
@@ -105,10 +106,10 @@ def timed(fn: Callable[[], int], n: int) -> dict[str, float]:
 
 def bare(base_url: str, n: int, conc: int, shards: int = 1, aiohttp: bool = False) -> int:
     """``AsyncOpenAI`` + a semaphore. ``shards`` > 1 spreads the calls over that many clients
-    (connection pools) of ``conc / shards`` each: httpcore's pool does per-event work
+    (connection pools) of ``conc / shards`` each: the httpx2 pool does per-event work
     proportional to queued requests x open connections, so one pool of 64 costs ~3x the CPU
     of four pools of 16 (informational: what the LM layer could gain). ``aiohttp``: the SDK's
-    aiohttp transport instead of httpx."""
+    aiohttp transport instead of httpx2."""
     import openai
 
     async def main() -> int:
@@ -311,6 +312,15 @@ def big_prompts(sizes_mb: list[int], repeats: int, env: str) -> dict[str, Any]:
     return out
 
 
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
@@ -341,13 +351,14 @@ def main() -> None:
         "setup": (
             "stub OpenAI-compatible server (recursor.lm.stub_server, stdlib "
             "ThreadingHTTPServer) in a separate process via sys.executable; clients use the "
-            "official openai SDK over HTTP/1.1 keep-alive on 127.0.0.1 (httpx; aiohttp for "
+            "official openai SDK over HTTP/1.1 keep-alive on 127.0.0.1 (httpx2; aiohttp for "
             "bare_asyncopenai_aiohttp and for recursor, whose async path uses the SDK's "
             "aiohttp transport when installed), SDK retries off; cpu_s is this (client) "
             "process's CPU time; medians of the repeats, methods interleaved; rlms runs with "
             "its LMHandler batch concurrency raised from its fixed 16 to the same concurrency"
         ),
         "rlms_version": rlms_version,
+        "sdk_versions": {name: _version(name) for name in ("openai", "httpx2", "aiohttp")},
         "targets": {
             "latency": "recursor wall <= 1.15 x ideal",
             "cpu": "recursor / bare <= 1.1",

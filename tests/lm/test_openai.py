@@ -414,10 +414,41 @@ def test_async_errors_are_mapped_too(server: StubServer, make_lm: MakeLM) -> Non
 
 
 def test_async_client_uses_aiohttp_when_installed() -> None:
-    import httpx_aiohttp
+    import openai
 
-    assert openai_lm.HAS_AIOHTTP
-    assert isinstance(openai_lm.async_http_client(), httpx_aiohttp.HttpxAiohttpClient)
+    client = openai_lm.async_http_client()
+    assert isinstance(client, openai.DefaultAioHttpClient)
+    asyncio.run(client.aclose())
+
+
+def test_async_calls_work_on_httpx2_without_aiohttp(
+    server: StubServer, make_lm: MakeLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import openai
+
+    class NoAiohttp(openai.DefaultAioHttpClient):
+        """The SDK's stand-in when aiohttp is missing raises this on construction."""
+
+        def __init__(self, **_kwargs: Any) -> None:
+            raise RuntimeError("To use the aiohttp client you must have installed ...")
+
+    monkeypatch.setattr(openai_lm, "_AioHttpClient", NoAiohttp)
+    made: list[object] = []
+    real = openai_lm.shared_async_http_client
+
+    def spy(*args: Any) -> Any:
+        made.append(client := real(*args))
+        return client
+
+    monkeypatch.setattr(openai_lm, "shared_async_http_client", spy)
+    lm = make_lm(max_retries=0)
+
+    async def call() -> str:
+        async with lm:
+            return (await lm.acomplete(CHAT)).text
+
+    assert asyncio.run(call()) == "hello"
+    assert [type(c) for c in made] == [openai.DefaultAsyncHttpxClient]
 
 
 def dropping_server() -> tuple[socket.socket, int]:

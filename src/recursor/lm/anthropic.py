@@ -6,7 +6,7 @@ is reshaped here: system messages move to the ``system`` parameter and same-role
 merged (the API wants user and assistant turns to alternate). Replies are joined from their
 text blocks; thinking blocks are the model's scratchpad, not its answer, and are skipped.
 Async calls use the SDK's aiohttp transport when ``aiohttp`` is installed (the extra brings it;
-the SDK's httpx2 otherwise), which spends about a third less client CPU per request.
+the SDK's httpx2 otherwise, see :mod:`recursor.lm._http`).
 
 Install with ``pip install "recursor[anthropic]"``.
 """
@@ -20,13 +20,14 @@ import anthropic
 import httpx2  # the anthropic SDK's HTTP library (2.x)
 
 from recursor.errors import BadResponseError
+from recursor.lm._http import AioHttpErrorsCorrected
+from recursor.lm._http import async_http_client as shared_async_http_client
 from recursor.lm._remote import (
     RemoteKwargs,
     SDKClientLM,
     SDKErrors,
     call_usage,
     int_or_none,
-    shared_ssl_context,
 )
 from recursor.lm.base import Completion, LMProfile, Message
 from recursor.usage import Pricing
@@ -52,14 +53,14 @@ ANTHROPIC_ERRORS = SDKErrors(
 _FINISH = {"end_turn": "stop", "max_tokens": "length"}
 
 
+class _AioHttpClient(AioHttpErrorsCorrected, anthropic.DefaultAioHttpClient):
+    """The SDK's aiohttp client, its connection errors corrected: a no-op on 2.15, whose
+    bridge files them right; 2.0's filed a refused connection as a connect timeout."""
+
+
 def async_http_client() -> httpx2.AsyncClient:
-    """The HTTP client under one ``AsyncAnthropic``: aiohttp's when installed, else httpx2's,
-    with the SDK's defaults and the process's shared TLS context."""
-    verify = shared_ssl_context(httpx2.create_ssl_context)
-    try:
-        return anthropic.DefaultAioHttpClient(verify=verify)
-    except RuntimeError:  # pragma: no cover - the SDK's stand-in when aiohttp is missing
-        return anthropic.DefaultAsyncHttpxClient(verify=verify)
+    """The HTTP client under one ``AsyncAnthropic``: aiohttp's when installed, else httpx2's."""
+    return shared_async_http_client(_AioHttpClient, anthropic.DefaultAsyncHttpxClient)
 
 
 def default_max_tokens(model: str) -> int:

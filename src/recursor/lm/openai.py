@@ -5,43 +5,33 @@ same backend talks to vLLM, SGLang, llama.cpp's server, Ollama, LM Studio or Ope
 Requests go through the official ``openai`` SDK, which also does the retrying (429 and 5xx,
 honouring ``Retry-After``); we map its exceptions onto :mod:`recursor.errors` and its usage
 onto :class:`~recursor.usage.Usage`. Async calls use the SDK's aiohttp transport when
-``aiohttp`` and ``httpx-aiohttp`` are installed (the extra brings them; httpx otherwise): at
-64 concurrent calls it spends about half the client CPU per request of httpx's pool.
+``aiohttp`` is installed (the extra brings it; the SDK's httpx2 otherwise), see
+:mod:`recursor.lm._http`. Needs openai 3.0 or newer (the first on httpx2).
 
 Install with ``pip install "recursor[openai]"``.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Iterator
 from typing import Any, Unpack
 
-import httpx
+import httpx2  # the openai SDK's HTTP library since 3.0
 import openai
 
-try:
-    import aiohttp
-    import httpx_aiohttp  # noqa: F401  (what openai.DefaultAioHttpClient is built on)
-except ImportError:  # pragma: no cover - depends on the install
-    HAS_AIOHTTP = False
-else:
-    HAS_AIOHTTP = True
-
 from recursor.errors import BadResponseError
+from recursor.lm._http import AioHttpErrorsCorrected
+from recursor.lm._http import async_http_client as shared_async_http_client
 from recursor.lm._remote import (
     RemoteKwargs,
     SDKClientLM,
     SDKErrors,
     call_usage,
     int_or_none,
-    shared_ssl_context,
 )
 from recursor.lm.base import Completion, Message
 from recursor.usage import Pricing
 
 __all__ = [
-    "HAS_AIOHTTP",
     "OPENAI_ERRORS",
     "OpenAILM",
     "async_http_client",
@@ -59,71 +49,15 @@ OPENAI_ERRORS = SDKErrors(
 )
 
 
-@contextlib.contextmanager
-def _connection_errors_as_httpx() -> Iterator[None]:
-    """httpx-aiohttp 0.2 files every aiohttp connection error, a refused or dropped connection
-    included, as ``httpx.ConnectTimeout``, which the SDK reports as a timeout; httpx (and the
-    anthropic SDK's corrected copy of that table) say ``ConnectError``. Only real timeouts stay
-    timeouts, so the errors are the same whichever transport is installed."""
-    try:
-        yield
-    except httpx.ConnectTimeout as exc:
-        cause = exc.__cause__
-        if isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(cause, TimeoutError):
-            raise httpx.ConnectError(str(exc)) from cause
-        raise
+class _AioHttpClient(AioHttpErrorsCorrected, openai.DefaultAioHttpClient):
+    """The SDK's aiohttp client, its connection errors corrected (still needed with openai
+    3.57: tests/lm/test_http.py checks that its bridge still files a refused connection as a
+    connect timeout)."""
 
 
-class _ResponseStream(httpx.AsyncByteStream):
-    """The aiohttp response body, its read errors corrected as above."""
-
-    def __init__(self, inner: httpx.AsyncByteStream) -> None:
-        self._inner = inner
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _connection_errors_as_httpx():
-            async for chunk in self._inner:
-                yield chunk
-
-    async def aclose(self) -> None:
-        with _connection_errors_as_httpx():
-            await self._inner.aclose()
-
-
-class _Transport(httpx.AsyncBaseTransport):
-    """httpx-aiohttp's transport with :func:`_connection_errors_as_httpx`."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self._inner = inner
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        with _connection_errors_as_httpx():
-            response = await self._inner.handle_async_request(request)
-        if isinstance(response.stream, httpx.AsyncByteStream):
-            response.stream = _ResponseStream(response.stream)
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-class _AioHttpClient(openai.DefaultAioHttpClient):
-    """The SDK's aiohttp client (its defaults: timeout, limits, redirects), errors corrected."""
-
-    def _init_transport(self, *args: Any, **kwargs: Any) -> httpx.AsyncBaseTransport:
-        return _Transport(super()._init_transport(*args, **kwargs))
-
-    def _init_proxy_transport(self, *args: Any, **kwargs: Any) -> httpx.AsyncBaseTransport:
-        return _Transport(super()._init_proxy_transport(*args, **kwargs))
-
-
-def async_http_client() -> httpx.AsyncClient:
-    """The HTTP client under one ``AsyncOpenAI``: aiohttp's when installed, else httpx's, with
-    the SDK's defaults and the process's shared TLS context."""
-    verify = shared_ssl_context(httpx.create_ssl_context)
-    if HAS_AIOHTTP:
-        return _AioHttpClient(verify=verify)
-    return openai.DefaultAsyncHttpxClient(verify=verify)  # pragma: no cover - depends on install
+def async_http_client() -> httpx2.AsyncClient:
+    """The HTTP client under one ``AsyncOpenAI``: aiohttp's when installed, else httpx2's."""
+    return shared_async_http_client(_AioHttpClient, openai.DefaultAsyncHttpxClient)
 
 
 def parse_chat_completion(
