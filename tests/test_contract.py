@@ -123,6 +123,39 @@ def test_traceback_and_stderr(env: str) -> None:
     assert "recursor/sandbox" not in obs  # our frames are not
 
 
+@pytest.mark.parametrize("environment", ["inprocess", "subprocess"])
+def test_failed_subcall_traceback_shows_only_model_code(environment: str) -> None:
+    import recursor
+
+    def down(messages: list[dict[str, str]]) -> str:
+        raise ConnectionError("sub-model down")
+
+    root = ScriptedLM(
+        [
+            code("def ask():\n    return llm_query('hi')\nask()"),
+            code(
+                "import json\ntry:\n    llm_query('hi')\nexcept Exception as e:\n"
+                "    raise ValueError('wrapped') from e"
+            ),
+            code("json.loads('{')"),
+            "FINAL(ok)",
+        ]
+    )
+    make_rlm(environment, root, FunctionLM(down, name="sub")).completion("q", context="c")
+    package = str(Path(recursor.__file__).parent)
+    for i, (shown, needs) in enumerate(
+        [
+            ("return llm_query('hi')", "sub-model down"),
+            ("raise ValueError('wrapped') from e", "ValueError: wrapped"),
+            ("json.loads('{')", "JSONDecodeError: Expecting property name"),
+        ],
+        start=1,
+    ):
+        obs = root.calls[i][-1]["content"]
+        assert shown in obs and needs in obs and 'File "<cell' in obs
+        assert package not in obs and 'File "/' not in obs  # no frame from a file of the host
+
+
 def test_syntax_error_is_reported(env: str) -> None:
     root = ScriptedLM([code("def broken(:\n  pass"), "FINAL(x)"])
     make_rlm(env, root).completion("q", context="c")
