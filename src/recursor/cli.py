@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from recursor import _cli_options as opt
+from recursor._cli_options import load_context
 from recursor.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -53,45 +53,11 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
-#: directory contexts skip these, and files larger than this
-_SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv"}
-_MAX_FILE = 20 * 2**20
-
 
 def _fail(code: Exit, message: str) -> typer.Exit:
     # escaped: a message is text, and "[openai]" in an install hint is not a style tag
     err.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(int(code))
-
-
-def load_context(spec: str | None) -> Any:
-    """``-`` reads stdin; a directory becomes {relative path: text}; a file is passed by path."""
-    if spec is None:
-        return ""
-    if spec == "-":
-        return sys.stdin.buffer.read()
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        docs: dict[str, str] = {}
-        for root, dirs, files in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
-            for name in sorted(files):
-                f = Path(root) / name
-                if name.startswith(".") or f.stat().st_size > _MAX_FILE:
-                    continue
-                data = f.read_bytes()
-                if b"\0" in data[:8192]:
-                    continue  # binary
-                docs[str(f.relative_to(path))] = data.decode("utf-8", "replace")
-        return docs
-    if not path.is_file():
-        raise ContextError(f"context path {spec!r} does not exist or is not a file")
-    try:
-        with path.open("rb"):
-            pass
-    except OSError as exc:
-        raise ContextError(f"cannot read {spec!r}: {exc.strerror}") from exc
-    return path
 
 
 def exit_code_for(error: BaseException | None) -> Exit:
@@ -251,7 +217,7 @@ def models() -> None:
     out.print(f"default root model: [bold]{escape(default)}[/] (set RECURSOR_MODEL or --model)")
 
 
-from recursor.trace.commands import register as _register_trace_commands  # noqa: E402
+from recursor.cli_trace import register as _register_trace_commands  # noqa: E402
 
 _register_trace_commands(app)
 

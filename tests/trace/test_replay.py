@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from recursor import Limits
+from recursor.apps.replay import replay
 from recursor.cli import app
 from recursor.rlm import RLMResult
 from recursor.testing import ScriptedLM
-from recursor.trace.replay import replay
 
 from ..conftest import code
 from .conftest import CONTEXT, record

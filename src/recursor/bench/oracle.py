@@ -181,6 +181,13 @@ def program(task: Task) -> str:
     raise ValueError(f"no oracle program for family {task.family!r}")
 
 
+class Oracle:
+    name = "oracle"
+
+    def run(self, task: Task, models: Models) -> Attempt:
+        return run_oracle(task, models)
+
+
 def run_oracle(task: Task, models: Models) -> Attempt:
     from recursor.rlm import RLM
 
