@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from recursor import Limits
-from recursor.errors import ScriptExhausted
+from recursor.errors import RunAborted, ScriptExhausted
 from recursor.lm.base import Completion
 from recursor.protocol import cut_marker
 from recursor.testing import FunctionLM, ScriptedLM
@@ -511,6 +511,24 @@ def test_scripted_lm_exhaustion_is_loud(env: str) -> None:
         make_rlm(env, ScriptedLM([code("llm_query('x')"), "FINAL(x)"]), sub).completion(
             "q", context="c"
         )
+
+
+@pytest.mark.parametrize("environment", ["inprocess", "subprocess"])
+def test_any_run_aborted_propagates_from_root_sub_and_child(environment: str) -> None:
+    """The core knows RunAborted, not the fakes: a subclass it never heard of stops the run."""
+
+    class Unplugged(RunAborted):
+        pass
+
+    def stop(messages: list[dict[str, str]]) -> str:
+        raise Unplugged("the test pulled the plug")
+
+    with pytest.raises(Unplugged):
+        make_rlm(environment, FunctionLM(stop)).completion("q", context="c")
+    for query in ("llm_query('x')", "rlm_query('x')"):
+        root = ScriptedLM([code(query), "FINAL(x)"])
+        with pytest.raises(Unplugged):  # not an error string in the cell
+            make_rlm(environment, root, FunctionLM(stop), max_depth=2).completion("q", "c")
 
 
 def test_trace_events_and_jsonl(env: str, tmp_path: Path) -> None:

@@ -60,8 +60,8 @@ from recursor.errors import (
     LMError,
     LMTimeoutError,
     RecursorError,
+    RunAborted,
     RunTimeout,
-    ScriptExhausted,
     SubcallError,
     SubcallLimitExceeded,
 )
@@ -306,7 +306,7 @@ class Broker:
             # stopped with its cell or run: not a call made (its reply, if any, is dropped)
             call.reply, error = "", "cancelled" + ("" if call.started else " before it started")
             raise
-        except ScriptExhausted as exc:
+        except RunAborted as exc:
             s.fatal.append(exc)
             error = str(exc)
             raise _ItemError(error, SubcallError.__name__) from exc
@@ -467,7 +467,7 @@ class Broker:
                 answer, reason, child_id = await in_daemon_thread(
                     s.run_child, prompt, context, depth, cancel
                 )
-            except ScriptExhausted as exc:
+            except RunAborted as exc:
                 s.fatal.append(exc)
                 raise _ItemError(str(exc), SubcallError.__name__) from exc
             except Exception as exc:

@@ -29,8 +29,8 @@ from recursor.errors import (
     IterationLimitExceeded,
     LMError,
     RecursorError,
+    RunAborted,
     RunTimeout,
-    ScriptExhausted,
     SubcallError,
 )
 from recursor.limits import Ledger, Limits
@@ -458,7 +458,7 @@ def _drive_sync(node: _Node) -> Outcome:
             continue
         try:
             value = _perform_sync(node, action)
-        except ScriptExhausted:
+        except RunAborted:
             raise
         except Exception as exc:
             error = _as_recursor_error(exc)
@@ -480,7 +480,7 @@ async def _drive_async(node: _Node) -> Outcome:
             continue
         try:
             value = await _perform_async(node, action)
-        except ScriptExhausted:
+        except RunAborted:
             raise
         except Exception as exc:
             error = _as_recursor_error(exc)

@@ -28,7 +28,7 @@ from typing import Any
 
 from recursor import errors
 from recursor.context import ContextInput
-from recursor.errors import ContextError, LMError, ScriptExhausted
+from recursor.errors import ContextError, LMError, ReplayExhausted, RunAborted
 from recursor.limits import Limits
 from recursor.lm.base import Completion, Message, SyncLM
 from recursor.trace import Trace
@@ -180,7 +180,7 @@ class ReplayLM(SyncLM):
             if self.pinned is None:
                 raise self.book.miss(message)
             # The root outran its recording: nothing sensible can follow, so stop loudly.
-            raise ScriptExhausted(f"replay: {message}")
+            raise ReplayExhausted(f"replay: {message}")
         call = run.calls[turn]
         return Completion(call.reply, _usage(call.usage), "stop")
 
@@ -345,7 +345,7 @@ def replay_run(
         events = result.trace.events
         report.replayed_answer = result.answer
         report.replayed_stop = result.stop_reason
-    except ScriptExhausted as exc:
+    except RunAborted as exc:
         report.error = str(exc)
         events = []
     if book.misses and report.error is None:
