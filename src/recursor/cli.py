@@ -123,15 +123,17 @@ def run(  # noqa: PLR0917 - typer reads options from parameters
     view = LiveView(err, enabled=not quiet and not json_out and err.is_terminal)
     sink = None if trace is None else JsonlSink(trace, store_context=store_context)
     try:
-        rlm = RLM(
-            model,
-            sub_model,
-            max_depth=max_depth,
-            environment=environment,
-            limits=limits,
-            sinks=[view.on_event] if sink is None else [view.on_event, sink],
-        )
-        with view:
+        with (
+            RLM(
+                model,
+                sub_model,
+                max_depth=max_depth,
+                environment=environment,
+                limits=limits,
+                sinks=[view.on_event] if sink is None else [view.on_event, sink],
+            ) as rlm,
+            view,
+        ):
             result = rlm.completion(query, context=ctx)
     except RecursorError as exc:
         raise _fail(exit_code_for(exc), str(exc)) from None

@@ -3,6 +3,7 @@
     RecursorError
     ├── ConfigurationError        bad arguments, unknown model or environment
     │   ├── ModelNotInstalled         an embedded model's part packages are missing
+    │   ├── RLMClosed                 the RLM was closed (``close()``, or its ``with`` ended)
     │   └── ModelIntegrityError       an embedded model file has the wrong size or sha256
     ├── ContextError              a context that cannot be loaded or shipped to a REPL
     ├── LimitExceeded             a budget ran out (``.limit`` names it)
@@ -154,6 +155,10 @@ class ScriptExhausted(RunAborted, AssertionError):
 
 class ReplayExhausted(RunAborted):
     """A replayed root run asked for a model reply past the end of its recording."""
+
+
+class RLMClosed(ConfigurationError):
+    """The :class:`~recursor.RLM` was closed: make a new one (its models may be reused)."""
 
 
 class ModelNotInstalled(ConfigurationError):

@@ -8,8 +8,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, TypeVar
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar
 
 from recursor import prompts
 from recursor._cancel import POLL_S, Cancel, scope
@@ -29,16 +31,17 @@ from recursor.errors import (
     IterationLimitExceeded,
     LMError,
     RecursorError,
+    RLMClosed,
     RunAborted,
     RunTimeout,
     SubcallError,
 )
 from recursor.limits import Ledger, Limits
-from recursor.lm.base import LM, Completion
-from recursor.lm.registry import DEFAULT_MODEL, resolve_lm
+from recursor.lm.base import LM, ClosableLM, Completion
+from recursor.lm.registry import DEFAULT_MODEL, create_lm, resolve_lm
 from recursor.sandbox import resolve_environment
 from recursor.sandbox.base import Environment, Session, SessionSpec
-from recursor.trace import RunFinished, RunStarted, Sink, Trace
+from recursor.trace import ClosableSink, RunFinished, RunStarted, Sink, Trace
 from recursor.trace.redact import redact_config, register_secrets_of
 from recursor.usage import UsageReport
 
@@ -77,6 +80,12 @@ class RLM:
     listing ``[error: ...]`` strings; ``cache`` answers identical sub-calls once (True: per run,
     in memory; a path: also a SQLite file shared across runs; False: off);
     ``context_windows`` overrides the known input-token windows by model name.
+
+    Lifetime: ``with RLM(...) as rlm:`` (or ``async with``, or :meth:`close`/:meth:`aclose`)
+    releases what the RLM created: the environment it made from a name (its spare worker,
+    fork server) and the models it made from ``provider:model`` strings (SDK clients, a loaded
+    local model). Objects the caller passed in (LMs, an Environment, sinks) stay the caller's;
+    their sinks are flushed, not closed. A closed RLM raises :class:`~recursor.errors.RLMClosed`.
     """
 
     def __init__(
@@ -102,6 +111,13 @@ class RLM:
     ) -> None:
         if max_depth < 0:
             raise ConfigurationError("max_depth must be >= 0")
+        #: models this object made from strings, by string: its to close
+        self._owned_lms: dict[str, ClosableLM] = {}
+        self._owns_environment = isinstance(environment, str)
+        self._lock = threading.Lock()
+        self._closed = False
+        #: completions in progress; close() stops them
+        self._live: set[_Tree] = set()
         self.broker_options = BrokerOptions(
             max_concurrency=max_concurrency,
             model_limits=dict(model_limits or {}),
@@ -111,10 +127,10 @@ class RLM:
             cache=cache,
             context_windows=dict(context_windows or {}),
         )
-        self.root = resolve_lm(root if root is not None else DEFAULT_MODEL)
-        self.sub = self.root if sub is None else resolve_lm(sub)
-        self.models_by_depth = {d: resolve_lm(m) for d, m in (models_by_depth or {}).items()}
-        self.models = {k: resolve_lm(m) for k, m in (models or {}).items()}
+        self.root = self._lm(root if root is not None else DEFAULT_MODEL)
+        self.sub = self.root if sub is None else self._lm(sub)
+        self.models_by_depth = {d: self._lm(m) for d, m in (models_by_depth or {}).items()}
+        self.models = {k: self._lm(m) for k, m in (models or {}).items()}
         self.max_depth = max_depth
         self.environment = resolve_environment(environment)
         self.limits = limits or Limits()
@@ -126,6 +142,85 @@ class RLM:
             [self.root, self.sub, *self.models_by_depth.values(), *self.models.values()]
         )
         self.prompt_style = prompt_style
+
+    def _lm(self, spec: LM | str) -> LM:
+        """``spec`` as an LM; one made here from a string is this object's (made once)."""
+        if not isinstance(spec, str):
+            return resolve_lm(spec)
+        if spec not in self._owned_lms:
+            self._owned_lms[spec] = create_lm(spec)
+        return self._owned_lms[spec]
+
+    # -- lifetime -------------------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def close(self) -> None:
+        """Release what this RLM created (see the class docstring). Idempotent; completions
+        still running on other threads are stopped."""
+        if not self._mark_closed():
+            return
+        with ExitStack() as stack:  # every release is tried, even after one failed
+            for lm in self._owned_lms.values():
+                stack.callback(lm.close)
+            if self._owns_environment:
+                stack.callback(self.environment.close)
+            for sink in self.sinks:
+                if isinstance(sink, ClosableSink):
+                    stack.callback(sink.flush)
+
+    async def aclose(self) -> None:
+        """:meth:`close` for async code: also closes the models' async clients of this loop."""
+        if not self._mark_closed():
+            return
+        async with AsyncExitStack() as stack:
+            for lm in self._owned_lms.values():
+                stack.push_async_callback(lm.aclose)
+            if self._owns_environment:
+                stack.push_async_callback(in_daemon_thread, self.environment.close)
+            for sink in self.sinks:
+                if isinstance(sink, ClosableSink):
+                    stack.push_async_callback(in_daemon_thread, sink.flush)
+
+    def _mark_closed(self) -> bool:
+        """Mark closed and stop running completions; False if it was closed already."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._closed = True
+            live = list(self._live)
+        for tree in live:
+            tree.cancel.set("the RLM was closed")
+        return True
+
+    def _started(self, tree: _Tree) -> None:
+        with self._lock:
+            if self._closed:
+                raise RLMClosed("this RLM was closed; make a new one")
+            self._live.add(tree)
+
+    def _ended(self, tree: _Tree) -> None:
+        with self._lock:
+            self._live.discard(tree)
 
     def style_for(self, lm: LM) -> Literal["full", "compact"]:
         """ "auto" gives small local models the compact prompt (they read a long one slowly)."""
@@ -143,8 +238,8 @@ class RLM:
     def completion(self, query: str, context: ContextInput = None) -> RLMResult:
         """Answer ``query`` over ``context``; blocks until the run ends."""
         tree = _Tree(self)
-        node = tree.node(query, context, depth=0, parent_id=None)
         try:
+            node = tree.node(query, context, depth=0, parent_id=None)
             outcome = node.run()
         finally:
             tree.close()
@@ -153,12 +248,14 @@ class RLM:
     async def acompletion(self, query: str, context: ContextInput = None) -> RLMResult:
         """The same run as :meth:`completion`, awaiting model calls on the event loop."""
         tree = _Tree(self)
-        node = tree.node(query, context, depth=0, parent_id=None)
         try:
-            await in_daemon_thread(node.open)
-            outcome = await _drive_async(node)
+            node = tree.node(query, context, depth=0, parent_id=None)
+            try:
+                await in_daemon_thread(node.open)
+                outcome = await _drive_async(node)
+            finally:
+                await in_daemon_thread(node.close)
         finally:
-            await in_daemon_thread(node.close)
             await in_daemon_thread(tree.close)
         return tree.result(node, outcome)
 
@@ -175,10 +272,17 @@ class _Tree:
         self.cancel = Cancel()
         #: the sub-call broker's loop, limits and cache, shared by every REPL of the tree
         self.broker = BrokerRuntime(rlm.broker_options)
+        rlm._started(self)
 
     def close(self) -> None:
+        """Stop the tree's sub-calls and broker loop, and wait for the sinks to get every event
+        (they got them while the run went; only what is still queued is waited for)."""
         self.cancel.set("the run is stopping")
-        self.broker.close()
+        try:
+            self.broker.close()
+        finally:
+            self.trace.close()
+            self.rlm._ended(self)
 
     def node(
         self,

@@ -341,7 +341,8 @@ def replay_run(
     )
     events: list[Event]
     try:
-        result = rlm.completion(root.started.query, context=context)
+        with rlm:
+            result = rlm.completion(root.started.query, context=context)
         events = result.trace.events
         report.replayed_answer = result.answer
         report.replayed_stop = result.stop_reason

@@ -255,15 +255,15 @@ class RLMMethod:
     def run(self, task: Task, models: Models) -> Attempt:
         from recursor.rlm import RLM
 
-        rlm = RLM(
+        with RLM(
             models.root,
             models.sub,
             max_depth=self.depth,
             environment=models.environment,
             limits=models.limits,
             max_concurrency=models.concurrency,
-        )
-        return rlm_attempt(rlm.completion(task.query, task.context))
+        ) as rlm:
+            return rlm_attempt(rlm.completion(task.query, task.context))
 
 
 def rlm_attempt(result: object) -> Attempt:

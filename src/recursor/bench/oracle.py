@@ -204,7 +204,8 @@ def run_oracle(task: Task, models: Models) -> Attempt:
         limits=limits,
         max_concurrency=models.concurrency,
     )
-    result = rlm.completion(task.query, task.context)
+    with rlm:
+        result = rlm.completion(task.query, task.context)
     attempt = rlm_attempt(result)
     if attempt.answer == FAILED:
         errors = [e.error for e in result.trace.of(CellRan) if e.error]

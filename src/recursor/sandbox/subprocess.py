@@ -180,6 +180,9 @@ class SubprocessEnvironment:
         self.prestart = prestart
         self._spare: Launched | None = None
         self._spare_lock = threading.Lock()
+        #: the thread starting the next spare, joined by close; after close no spare is started
+        self._refilling: threading.Thread | None = None
+        self._closed = False
         self._finalizer = weakref.finalize(self, SubprocessEnvironment._drop_spare, [None])
 
     def launch(self, spec: SessionSpec | None = None) -> Launched:
@@ -242,8 +245,10 @@ class SubprocessEnvironment:
             spare.discard()
             spare = None
         launched = spare or self.launch()
-        if self.prestart:
-            threading.Thread(target=self._refill, daemon=True).start()
+        with self._spare_lock:
+            if self.prestart and not self._closed:
+                self._refilling = threading.Thread(target=self._refill, daemon=True)
+                self._refilling.start()
         return launched
 
     def _refill(self) -> None:
@@ -252,9 +257,12 @@ class SubprocessEnvironment:
         except SandboxError:
             return
         with self._spare_lock:
-            old, self._spare = self._spare, fresh
-            self._finalizer.detach()
-            self._finalizer = weakref.finalize(self, SubprocessEnvironment._drop_spare, [fresh])
+            if self._closed:  # closed while this one started: nobody will take it
+                old: Launched | None = fresh
+            else:
+                old, self._spare = self._spare, fresh
+                self._finalizer.detach()
+                self._finalizer = weakref.finalize(self, SubprocessEnvironment._drop_spare, [fresh])
         if old is not None:
             old.discard()
 
@@ -265,7 +273,13 @@ class SubprocessEnvironment:
                 launched.discard()
 
     def close(self) -> None:
-        """Stop the spare worker (it also exits by itself when this process ends)."""
+        """Stop the spare worker, and start no other (it also exits by itself when this
+        process ends). Sessions still open keep working."""
+        with self._spare_lock:
+            self._closed = True
+            refilling = self._refilling
+        if refilling is not None:
+            refilling.join()  # a spare being started now is stopped before close returns
         with self._spare_lock:
             spare, self._spare = self._spare, None
         if spare is not None:
