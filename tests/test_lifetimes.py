@@ -130,7 +130,7 @@ class Owned:
 def test_models_made_from_strings_are_closed_and_the_callers_are_not(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import recursor.rlm
+    import recursor._lifetime
 
     made: list[Owned] = []
 
@@ -138,7 +138,7 @@ def test_models_made_from_strings_are_closed_and_the_callers_are_not(
         made.append(Owned(spec))
         return made[-1]
 
-    monkeypatch.setattr(recursor.rlm, "create_lm", create_lm)
+    monkeypatch.setattr(recursor._lifetime, "create_lm", create_lm)
     mine = Owned("caller:model")
     with RLM("fake:root", "fake:root", models={"m": mine}, environment="inprocess") as rlm:
         assert rlm.completion("q").answer == "x"

@@ -8,13 +8,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from contextlib import AsyncExitStack, ExitStack
 from dataclasses import asdict, dataclass
-from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 from recursor import prompts
 from recursor._cancel import POLL_S, Cancel, scope
+from recursor._lifetime import Owned
 from recursor._threads import in_daemon_thread
 from recursor.broker import (
     Broker,
@@ -31,17 +30,15 @@ from recursor.errors import (
     IterationLimitExceeded,
     LMError,
     RecursorError,
-    RLMClosed,
     RunAborted,
     RunTimeout,
     SubcallError,
 )
 from recursor.limits import Ledger, Limits
-from recursor.lm.base import LM, ClosableLM, Completion
-from recursor.lm.registry import DEFAULT_MODEL, create_lm, resolve_lm
-from recursor.sandbox import resolve_environment
+from recursor.lm.base import LM, Completion
+from recursor.lm.registry import DEFAULT_MODEL
 from recursor.sandbox.base import Environment, Session, SessionSpec
-from recursor.trace import ClosableSink, RunFinished, RunStarted, Sink, Trace
+from recursor.trace import RunFinished, RunStarted, Sink, Trace
 from recursor.trace.redact import redact_config, register_secrets_of
 from recursor.usage import UsageReport
 
@@ -111,13 +108,8 @@ class RLM:
     ) -> None:
         if max_depth < 0:
             raise ConfigurationError("max_depth must be >= 0")
-        #: models this object made from strings, by string: its to close
-        self._owned_lms: dict[str, ClosableLM] = {}
-        self._owns_environment = isinstance(environment, str)
-        self._lock = threading.Lock()
-        self._closed = False
-        #: completions in progress; close() stops them
-        self._live: set[_Tree] = set()
+        #: what this object made from strings, and so releases in close()
+        self._owned = Owned()
         self.broker_options = BrokerOptions(
             max_concurrency=max_concurrency,
             model_limits=dict(model_limits or {}),
@@ -127,12 +119,12 @@ class RLM:
             cache=cache,
             context_windows=dict(context_windows or {}),
         )
-        self.root = self._lm(root if root is not None else DEFAULT_MODEL)
-        self.sub = self.root if sub is None else self._lm(sub)
-        self.models_by_depth = {d: self._lm(m) for d, m in (models_by_depth or {}).items()}
-        self.models = {k: self._lm(m) for k, m in (models or {}).items()}
+        self.root = self._owned.lm(root if root is not None else DEFAULT_MODEL)
+        self.sub = self.root if sub is None else self._owned.lm(sub)
+        self.models_by_depth = {d: self._owned.lm(m) for d, m in (models_by_depth or {}).items()}
+        self.models = {k: self._owned.lm(m) for k, m in (models or {}).items()}
         self.max_depth = max_depth
-        self.environment = resolve_environment(environment)
+        self.environment = self._owned.environment(environment)
         self.limits = limits or Limits()
         self.max_concurrency = max_concurrency
         self.raise_errors = raise_errors
@@ -143,84 +135,26 @@ class RLM:
         )
         self.prompt_style = prompt_style
 
-    def _lm(self, spec: LM | str) -> LM:
-        """``spec`` as an LM; one made here from a string is this object's (made once)."""
-        if not isinstance(spec, str):
-            return resolve_lm(spec)
-        if spec not in self._owned_lms:
-            self._owned_lms[spec] = create_lm(spec)
-        return self._owned_lms[spec]
-
-    # -- lifetime -------------------------------------------------------------------------------
+    # -- lifetime (what it releases: recursor._lifetime) ----------------------------------------
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     def close(self) -> None:
-        """Release what this RLM created (see the class docstring). Idempotent; completions
-        still running on other threads are stopped."""
-        if not self._mark_closed():
-            return
-        with ExitStack() as stack:  # every release is tried, even after one failed
-            for lm in self._owned_lms.values():
-                stack.callback(lm.close)
-            if self._owns_environment:
-                stack.callback(self.environment.close)
-            for sink in self.sinks:
-                if isinstance(sink, ClosableSink):
-                    stack.callback(sink.flush)
+        """Release what this RLM created; stop its running completions. Idempotent."""
+        self._owned.close(self.sinks)
 
     async def aclose(self) -> None:
-        """:meth:`close` for async code: also closes the models' async clients of this loop."""
-        if not self._mark_closed():
-            return
-        async with AsyncExitStack() as stack:
-            for lm in self._owned_lms.values():
-                stack.push_async_callback(lm.aclose)
-            if self._owns_environment:
-                stack.push_async_callback(in_daemon_thread, self.environment.close)
-            for sink in self.sinks:
-                if isinstance(sink, ClosableSink):
-                    stack.push_async_callback(in_daemon_thread, sink.flush)
-
-    def _mark_closed(self) -> bool:
-        """Mark closed and stop running completions; False if it was closed already."""
-        with self._lock:
-            if self._closed:
-                return False
-            self._closed = True
-            live = list(self._live)
-        for tree in live:
-            tree.cancel.set("the RLM was closed")
-        return True
-
-    def _started(self, tree: _Tree) -> None:
-        with self._lock:
-            if self._closed:
-                raise RLMClosed("this RLM was closed; make a new one")
-            self._live.add(tree)
-
-    def _ended(self, tree: _Tree) -> None:
-        with self._lock:
-            self._live.discard(tree)
+        """:meth:`close` from async code (also closes its models' async clients of this loop)."""
+        await self._owned.aclose(self.sinks)
 
     def style_for(self, lm: LM) -> Literal["full", "compact"]:
         """ "auto" gives small local models the compact prompt (they read a long one slowly)."""
@@ -264,15 +198,15 @@ class _Tree:
     """The state one completion shares across its recursion tree."""
 
     def __init__(self, rlm: RLM) -> None:
+        rlm._owned.check_open()
         self.rlm = rlm
         self.ledger = Ledger(rlm.limits)
         self.trace = Trace(rlm.sinks)
         self.fatal: list[BaseException] = []
-        #: set when the completion ends: every sub-call and child run of the tree stops
-        self.cancel = Cancel()
+        #: set when the completion ends (or the RLM closes): every sub-call and child run stops
+        self.cancel = Cancel(rlm._owned.cancel)
         #: the sub-call broker's loop, limits and cache, shared by every REPL of the tree
         self.broker = BrokerRuntime(rlm.broker_options)
-        rlm._started(self)
 
     def close(self) -> None:
         """Stop the tree's sub-calls and broker loop, and wait for the sinks to get every event
@@ -282,7 +216,6 @@ class _Tree:
             self.broker.close()
         finally:
             self.trace.close()
-            self.rlm._ended(self)
 
     def node(
         self,
