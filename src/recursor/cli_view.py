@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -109,4 +110,4 @@ class LiveView:
             f"{result.elapsed_s:.1f} s[/]"
         )
         if result.answer is None and result.error is not None:
-            self.console.print(f"[bold red]no answer:[/] {result.error}")
+            self.console.print(f"[bold red]no answer:[/] {escape(str(result.error))}")

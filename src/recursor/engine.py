@@ -15,7 +15,7 @@ from typing import Any
 
 from recursor import prompts
 from recursor.context import ContextMeta
-from recursor.errors import LimitExceeded, RecursorError, ScriptExhausted
+from recursor.errors import LimitExceeded, RecursorError, RunAborted
 from recursor.limits import Ledger
 from recursor.lm.base import Completion, Message
 from recursor.protocol import parse_reply
@@ -104,7 +104,7 @@ class Engine:
             if answer is not None:
                 return self._outcome(answer, "final")
             return self._outcome(None, "max_iterations")
-        except ScriptExhausted:
+        except RunAborted:
             raise
         except LimitExceeded as exc:
             self.trace.emit(LimitHit(self.run_id, limit=exc.limit, message=str(exc)))

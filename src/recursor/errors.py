@@ -3,6 +3,7 @@
     RecursorError
     ├── ConfigurationError        bad arguments, unknown model or environment
     │   ├── ModelNotInstalled         an embedded model's part packages are missing
+    │   ├── RLMClosed                 the RLM was closed (``close()``, or its ``with`` ended)
     │   └── ModelIntegrityError       an embedded model file has the wrong size or sha256
     ├── ContextError              a context that cannot be loaded or shipped to a REPL
     ├── LimitExceeded             a budget ran out (``.limit`` names it)
@@ -24,7 +25,10 @@
     │   ├── LMConnectionError         server unreachable
     │   ├── ContextWindowExceeded     the prompt does not fit the model's window
     │   └── BadResponseError          the server answered something we cannot use
-    └── ScriptExhausted           a ScriptedLM ran out of replies (a test bug: it always propagates)
+    └── RunAborted                the run cannot go on: raised out of ``completion``, never shown
+        │                         to the model, never retried (the core catches only this base)
+        ├── ScriptExhausted           a ScriptedLM ran out of replies (a test bug)
+        └── ReplayExhausted           a replayed root asked for more replies than were recorded
 
 Budget errors are typed so callers can ``except LimitExceeded`` and never need to
 match on message strings (pydantic-ai's ``UsageLimitExceeded`` is the model).
@@ -137,8 +141,24 @@ class BadResponseError(LMError):
     """The provider answered with something unusable (5xx, malformed body, empty choice)."""
 
 
-class ScriptExhausted(RecursorError, AssertionError):
+class RunAborted(RecursorError):
+    """The run cannot go on, and no model should be told: it propagates out of ``completion``.
+
+    The core knows only this base; the fakes and tools that stop a run (a scripted model out of
+    replies, a replay past its recording) subclass it, so nothing in the core names them.
+    """
+
+
+class ScriptExhausted(RunAborted, AssertionError):
     """A :class:`recursor.testing.ScriptedLM` was asked for more replies than it holds."""
+
+
+class ReplayExhausted(RunAborted):
+    """A replayed root run asked for a model reply past the end of its recording."""
+
+
+class RLMClosed(ConfigurationError):
+    """The :class:`~recursor.RLM` was closed: make a new one (its models may be reused)."""
 
 
 class ModelNotInstalled(ConfigurationError):

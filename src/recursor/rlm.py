@@ -9,10 +9,11 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from recursor import prompts
 from recursor._cancel import POLL_S, Cancel, scope
+from recursor._lifetime import Owned
 from recursor._threads import in_daemon_thread
 from recursor.broker import (
     Broker,
@@ -29,15 +30,14 @@ from recursor.errors import (
     IterationLimitExceeded,
     LMError,
     RecursorError,
+    RunAborted,
     RunTimeout,
-    ScriptExhausted,
     SubcallError,
 )
 from recursor.limits import Ledger, Limits
 from recursor.lm.base import LM, Completion
 from recursor.lm.profile import profile_of
-from recursor.lm.registry import DEFAULT_MODEL, resolve_lm
-from recursor.sandbox import resolve_environment
+from recursor.lm.registry import DEFAULT_MODEL
 from recursor.sandbox.base import Environment, Session, SessionSpec
 from recursor.trace import RunFinished, RunStarted, Sink, Trace
 from recursor.trace.redact import redact_config, register_secrets_of
@@ -86,6 +86,12 @@ class RLM:
     in memory; a path: also a SQLite file shared across runs; False: off);
     ``context_windows`` overrides the input-token windows of the models' profiles, by model
     name (:func:`recursor.lm.profile_of`); the root is told each sub-model's capacity from it.
+
+    Lifetime: ``with RLM(...) as rlm:`` (or ``async with``, or :meth:`close`/:meth:`aclose`)
+    releases what the RLM created: the environment it made from a name (its spare worker,
+    fork server) and the models it made from ``provider:model`` strings (SDK clients, a loaded
+    local model). Objects the caller passed in (LMs, an Environment, sinks) stay the caller's;
+    their sinks are flushed, not closed. A closed RLM raises :class:`~recursor.errors.RLMClosed`.
     """
 
     def __init__(
@@ -110,6 +116,8 @@ class RLM:
         prompt_style: Literal["auto", "full", "compact"] = "auto",
     ) -> None:
         self.plan = DepthPlan(max_depth)
+        #: what this object made from strings, and so releases in close()
+        self._owned = Owned()
         self.broker_options = BrokerOptions(
             max_concurrency=max_concurrency,
             model_limits=dict(model_limits or {}),
@@ -119,12 +127,12 @@ class RLM:
             cache=cache,
             context_windows=dict(context_windows or {}),
         )
-        self.root = resolve_lm(root if root is not None else DEFAULT_MODEL)
-        self.sub = self.root if sub is None else resolve_lm(sub)
-        self.models_by_depth = {d: resolve_lm(m) for d, m in (models_by_depth or {}).items()}
-        self.models = {k: resolve_lm(m) for k, m in (models or {}).items()}
+        self.root = self._owned.lm(root if root is not None else DEFAULT_MODEL)
+        self.sub = self.root if sub is None else self._owned.lm(sub)
+        self.models_by_depth = {d: self._owned.lm(m) for d, m in (models_by_depth or {}).items()}
+        self.models = {k: self._owned.lm(m) for k, m in (models or {}).items()}
         self.max_depth = max_depth
-        self.environment = resolve_environment(environment)
+        self.environment = self._owned.environment(environment)
         self.limits = limits or Limits()
         self.max_concurrency = max_concurrency
         self.raise_errors = raise_errors
@@ -134,6 +142,27 @@ class RLM:
             [self.root, self.sub, *self.models_by_depth.values(), *self.models.values()]
         )
         self.prompt_style = prompt_style
+
+    # -- lifetime (what it releases: recursor._lifetime) ----------------------------------------
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def close(self) -> None:
+        """Release what this RLM created; stop its running completions. Idempotent."""
+        self._owned.close(self.sinks)
+
+    async def aclose(self) -> None:
+        """:meth:`close` from async code (also closes its models' async clients of this loop)."""
+        await self._owned.aclose(self.sinks)
 
     def style_for(self, lm: LM) -> Literal["full", "compact"]:
         """ "auto": the style of the model's profile (the compact one for small local models,
@@ -157,8 +186,8 @@ class RLM:
     def completion(self, query: str, context: ContextInput = None) -> RLMResult:
         """Answer ``query`` over ``context``; blocks until the run ends."""
         tree = _Tree(self)
-        node = tree.node(query, context, depth=0, parent_id=None)
         try:
+            node = tree.node(query, context, depth=0, parent_id=None)
             outcome = node.run()
         finally:
             tree.close()
@@ -167,12 +196,14 @@ class RLM:
     async def acompletion(self, query: str, context: ContextInput = None) -> RLMResult:
         """The same run as :meth:`completion`, awaiting model calls on the event loop."""
         tree = _Tree(self)
-        node = tree.node(query, context, depth=0, parent_id=None)
         try:
-            await in_daemon_thread(node.open)
-            outcome = await _drive_async(node)
+            node = tree.node(query, context, depth=0, parent_id=None)
+            try:
+                await in_daemon_thread(node.open)
+                outcome = await _drive_async(node)
+            finally:
+                await in_daemon_thread(node.close)
         finally:
-            await in_daemon_thread(node.close)
             await in_daemon_thread(tree.close)
         return tree.result(node, outcome)
 
@@ -181,18 +212,24 @@ class _Tree:
     """The state one completion shares across its recursion tree."""
 
     def __init__(self, rlm: RLM) -> None:
+        rlm._owned.check_open()
         self.rlm = rlm
         self.ledger = Ledger(rlm.limits)
         self.trace = Trace(rlm.sinks)
         self.fatal: list[BaseException] = []
-        #: set when the completion ends: every sub-call and child run of the tree stops
-        self.cancel = Cancel()
+        #: set when the completion ends (or the RLM closes): every sub-call and child run stops
+        self.cancel = Cancel(rlm._owned.cancel)
         #: the sub-call broker's loop, limits and cache, shared by every REPL of the tree
         self.broker = BrokerRuntime(rlm.broker_options)
 
     def close(self) -> None:
+        """Stop the tree's sub-calls and broker loop, and wait for the sinks to get every event
+        (they got them while the run went; only what is still queued is waited for)."""
         self.cancel.set("the run is stopping")
-        self.broker.close()
+        try:
+            self.broker.close()
+        finally:
+            self.trace.close()
 
     def node(
         self,
@@ -471,7 +508,7 @@ def _drive_sync(node: _Node) -> Outcome:
             continue
         try:
             value = _perform_sync(node, action)
-        except ScriptExhausted:
+        except RunAborted:
             raise
         except Exception as exc:
             error = _as_recursor_error(exc)
@@ -493,7 +530,7 @@ async def _drive_async(node: _Node) -> Outcome:
             continue
         try:
             value = await _perform_async(node, action)
-        except ScriptExhausted:
+        except RunAborted:
             raise
         except Exception as exc:
             error = _as_recursor_error(exc)

@@ -7,8 +7,9 @@ import re
 import pytest
 
 from recursor.bench import FAMILIES, generate
-from recursor.bench.methods import CHARS_PER_TOKEN, Models, chunks, method, usable
+from recursor.bench.methods import CHARS_PER_TOKEN, Models, chunks, usable
 from recursor.bench.oracle import label_lookup_lm, program
+from recursor.bench.registry import method
 from recursor.limits import Limits
 from recursor.lm.base import Message
 from recursor.testing import FunctionLM, ScriptedLM

@@ -332,6 +332,37 @@ def test_one_runtime_per_model_and_settings(fake_runtime: list[FakeServer], gguf
     assert [len(s.requests) for s in fake_runtime] == [3, 1]
 
 
+def test_the_last_holder_to_close_frees_the_model(
+    fake_runtime: list[FakeServer], gguf: Path
+) -> None:
+    a, b = local.create(str(gguf)), local.create(str(gguf))
+    a.load()
+    b.complete([{"role": "user", "content": "x"}])
+    a.close()
+    a.close()  # idempotent: b still holds the model
+    b.complete([{"role": "user", "content": "y"}])
+    assert len(fake_runtime) == 1
+    asyncio.run(b.aclose())
+    assert local._RUNTIMES == {}  # nobody holds it: dropped
+    b.complete([{"role": "user", "content": "z"}])  # a call after close loads it again
+    assert len(fake_runtime) == 2
+    b.close()
+
+
+def test_an_rlm_frees_the_local_model_it_loaded(fake_runtime: list[FakeServer], gguf: Path) -> None:
+    from recursor import RLM
+
+    with RLM(f"local:{gguf}", environment="inprocess") as rlm:
+        rlm.root.complete([{"role": "user", "content": "x"}])
+        assert len(local._RUNTIMES) == 1
+    assert local._RUNTIMES == {}
+    mine = local.create(str(gguf))  # a model the caller made stays loaded
+    with RLM(mine, environment="inprocess") as rlm:
+        rlm.root.complete([{"role": "user", "content": "x"}])
+    assert len(local._RUNTIMES) == 1
+    mine.close()
+
+
 def test_load_happens_once_under_concurrent_first_calls(
     fake_runtime: list[FakeServer], gguf: Path
 ) -> None:

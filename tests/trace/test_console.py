@@ -10,7 +10,7 @@ from rich.console import Console
 from recursor import RLM, Limits
 from recursor.rlm import RLMResult
 from recursor.testing import FunctionLM, ScriptedLM
-from recursor.trace import Trace
+from recursor.trace import LimitHit, Trace
 from recursor.trace.console import ConsoleSink
 
 from ..conftest import code
@@ -62,3 +62,15 @@ def test_live_mode_and_limit_hits(recorded: tuple[RLMResult, Path]) -> None:
     for event in Trace.load(path):
         replayed(event)
     assert "child run" in str(replayed.console.file.getvalue())  # type: ignore[attr-defined]
+
+
+def test_close_stops_the_live_tree() -> None:
+    console = Console(file=io.StringIO(), width=100, force_terminal=True, color_system=None)
+    sink = ConsoleSink(console)
+    sink(LimitHit("r", limit="max_tokens", message="m"))
+    sink.start()
+    assert sink._live is not None
+    sink.flush()
+    sink.close()
+    sink.close()  # idempotent
+    assert sink._live is None

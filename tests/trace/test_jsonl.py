@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,12 @@ def test_sink_writes_while_the_run_goes(tmp_path: Path) -> None:
     seen: list[list[str]] = []
 
     def root(messages: list[Message]) -> str:
-        # What is on disk at the moment of each model call, before the run ends.
+        # What is on disk at each model call, before the run ends (sinks get events on a
+        # thread of their own: what was emitted so far arrives within moments).
+        want = 1 if not seen else 3
+        deadline = time.monotonic() + 10
+        while len(list(iter_records(path))) < want and time.monotonic() < deadline:
+            time.sleep(0.01)
         seen.append([r["type"] for r in iter_records(path)])  # type: ignore[misc]
         return code("print('hi')") if len(seen) == 1 else "FINAL(ok)"
 

@@ -87,3 +87,31 @@ def test_failed_run_and_limit_hit_are_marked(tmp_path: Path) -> None:
     assert "rlm.query" not in run.attributes  # content capture off
     failed = [s for s in spans if s.name == "rlm.cell" and s.status.status_code == StatusCode.ERROR]
     assert len(failed) == 1 and "ZeroDivisionError" in (failed[0].status.description or "")
+
+
+def test_close_ends_unfinished_runs_and_flush_exports(recorded: tuple[RLMResult, Path]) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+
+    from recursor.trace import RunFinished
+    from recursor.trace.otel import OTelSink
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    # batched, with a long delay: only flush() gets spans out while the test runs
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=60_000))
+    sink = OTelSink(provider)
+    _, path = recorded
+    for event in Trace.load(path):
+        if not isinstance(event, RunFinished):
+            sink(event)  # the runs never finish (a crash)
+    sink.flush()
+    assert {s.name for s in exporter.get_finished_spans()} >= {"rlm.cell"}
+    assert not [s for s in exporter.get_finished_spans() if s.name == "rlm.run"]
+    sink.close()
+    runs = [s for s in exporter.get_finished_spans() if s.name == "rlm.run"]
+    assert runs and all(s.status.status_code == StatusCode.ERROR for s in runs)
+    provider.shutdown()

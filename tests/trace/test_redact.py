@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from recursor import RLM
+from recursor.apps.viewer import render_html
 from recursor.lm.base import Completion, Message
 from recursor.testing import FunctionLM, ScriptedLM
 from recursor.trace import JsonlSink, RunStarted, Trace
 from recursor.trace.redact import MASK, redact_config, register_secrets_of, scrub
-from recursor.trace.viewer import render_html
 
 from ..conftest import code
 

@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from recursor import Limits
+from recursor.apps.replay import replay
 from recursor.cli import app
 from recursor.rlm import RLMResult
 from recursor.testing import ScriptedLM
-from recursor.trace.replay import replay
 
 from ..conftest import code
 from .conftest import CONTEXT, record
@@ -125,10 +125,10 @@ def test_unknown_run_is_a_usage_error(recorded: tuple[RLMResult, Path]) -> None:
 
 def test_replay_models_take_the_recorded_window_and_style(tmp_path: Path) -> None:
     from recursor import RLM
+    from recursor.apps.replay import _recorded_profile
     from recursor.lm import LMProfile
     from recursor.testing import FunctionLM
     from recursor.trace import JsonlSink, RunStarted, Trace
-    from recursor.trace.replay import _recorded_profile
 
     path = tmp_path / "run.jsonl"
     sub = FunctionLM(lambda chat: "ok", name="small", profile=LMProfile(context_window=100))

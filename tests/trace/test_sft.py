@@ -8,10 +8,10 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from recursor import Limits
+from recursor.apps.sft import SFTOptions, records
 from recursor.cli import app
 from recursor.rlm import RLMResult
 from recursor.testing import ScriptedLM
-from recursor.trace.sft import SFTOptions, records
 
 from ..conftest import code
 from .conftest import record, root_script

@@ -15,10 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from recursor import Limits
+from recursor.apps.viewer import can_open_browser, render_html, template, write_html
 from recursor.cli import app
 from recursor.testing import ScriptedLM
 from recursor.trace import RunStarted, Trace
-from recursor.trace.viewer import can_open_browser, render_html, template, write_html
 
 from ..conftest import code
 from .conftest import record

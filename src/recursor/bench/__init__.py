@@ -6,8 +6,9 @@ the method-by-family-by-length matrix.
     tasks[0].score("12")
 
 Families (``generate``): ``sniah``, ``oolong``, ``oolong_pairs``, ``codeqa``, ``multihop``.
-Official formats load from local files (:mod:`recursor.bench.loaders`). Methods
-(:mod:`recursor.bench.methods`): direct, summarize, bm25, compaction, rlm-d0/d1/d2, oracle.
+Official formats load from local files (:mod:`recursor.bench.loaders`). Methods, by name in
+:mod:`recursor.bench.registry`: direct, summarize, bm25, compaction, rlm-d0/d1/d2
+(:mod:`recursor.bench.methods`) and oracle (:mod:`recursor.bench.oracle`).
 The runner and report are :mod:`recursor.bench.runner` and :mod:`recursor.bench.report`.
 """
 

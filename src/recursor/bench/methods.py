@@ -10,8 +10,9 @@
 * ``compaction``: an iterative summary agent: the sub-model reads the chunks in order, keeping
   running notes it rewrites (compacts) at every step; the root answers from the final notes.
 * ``rlm-d0`` / ``rlm-d1`` / ``rlm-d2``: :class:`recursor.RLM` at that ``max_depth``.
-* ``oracle``: the family's known-good program (:mod:`recursor.bench.oracle`) run through the
-  REPL with the real sub-model; it measures the scaffold, not the root model.
+* ``oracle``: the family's known-good program run through the REPL with the real sub-model;
+  it measures the scaffold, not the root model. It lives in :mod:`recursor.bench.oracle`
+  (which builds on this module), and :mod:`recursor.bench.registry` names them all.
 
 Windows are counted in estimated tokens at 3 characters a token (not the usual 4): digits and
 code tokenize denser than prose, and a cut that overflows the real window fails the call.
@@ -20,7 +21,6 @@ code tokenize denser than prose, and a cut that overflows the real window fails 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -248,15 +248,15 @@ class RLMMethod:
     def run(self, task: Task, models: Models) -> Attempt:
         from recursor.rlm import RLM
 
-        rlm = RLM(
+        with RLM(
             models.root,
             models.sub,
             max_depth=self.depth,
             environment=models.environment,
             limits=models.limits,
             max_concurrency=models.concurrency,
-        )
-        return rlm_attempt(rlm.completion(task.query, task.context))
+        ) as rlm:
+            return rlm_attempt(rlm.completion(task.query, task.context))
 
 
 def rlm_attempt(result: object) -> Attempt:
@@ -272,30 +272,3 @@ def rlm_attempt(result: object) -> Attempt:
         stop_reason=result.stop_reason,
         error=None if result.error is None else f"{type(result.error).__name__}: {result.error}",
     )
-
-
-class Oracle:
-    name = "oracle"
-
-    def run(self, task: Task, models: Models) -> Attempt:
-        from recursor.bench.oracle import run_oracle
-
-        return run_oracle(task, models)
-
-
-METHODS: dict[str, Callable[[], Method]] = {
-    "direct": Direct,
-    "summarize": Summarize,
-    "bm25": BM25,
-    "compaction": Compaction,
-    "rlm-d0": lambda: RLMMethod(0),
-    "rlm-d1": lambda: RLMMethod(1),
-    "rlm-d2": lambda: RLMMethod(2),
-    "oracle": Oracle,
-}
-
-
-def method(name: str) -> Method:
-    if name not in METHODS:
-        raise ConfigurationError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
-    return METHODS[name]()

@@ -181,6 +181,13 @@ def program(task: Task) -> str:
     raise ValueError(f"no oracle program for family {task.family!r}")
 
 
+class Oracle:
+    name = "oracle"
+
+    def run(self, task: Task, models: Models) -> Attempt:
+        return run_oracle(task, models)
+
+
 def run_oracle(task: Task, models: Models) -> Attempt:
     from recursor.rlm import RLM
 
@@ -197,7 +204,8 @@ def run_oracle(task: Task, models: Models) -> Attempt:
         limits=limits,
         max_concurrency=models.concurrency,
     )
-    result = rlm.completion(task.query, task.context)
+    with rlm:
+        result = rlm.completion(task.query, task.context)
     attempt = rlm_attempt(result)
     if attempt.answer == FAILED:
         errors = [e.error for e in result.trace.of(CellRan) if e.error]

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from recursor.bench.methods import Attempt, Models, method
+from recursor.bench.methods import Attempt, Models
+from recursor.bench.registry import method
 from recursor.bench.task import Task
 
 Record = dict[str, Any]

@@ -48,7 +48,7 @@ from recursor.broker.scope import BrokerScope
 from recursor.errors import (
     ConfigurationError,
     DepthLimitExceeded,
-    ScriptExhausted,
+    RunAborted,
     SubcallError,
     SubcallLimitExceeded,
 )
@@ -205,7 +205,7 @@ class Broker:
                 answer, reason, child_id = await in_daemon_thread(
                     s.run_child, prompt, context, depth, cancel
                 )
-            except ScriptExhausted as exc:
+            except RunAborted as exc:
                 s.fatal.append(exc)
                 raise ItemError(str(exc), SubcallError.__name__) from exc
             except Exception as exc:

@@ -28,8 +28,8 @@ from recursor.errors import (
     LMError,
     LMTimeoutError,
     RecursorError,
+    RunAborted,
     RunTimeout,
-    ScriptExhausted,
     SubcallError,
 )
 from recursor.lm.base import LM, Completion, Message
@@ -72,7 +72,7 @@ class PlainCalls:
             item.reply = None
             error = "cancelled" + ("" if item.started else " before it started")
             raise
-        except ScriptExhausted as exc:
+        except RunAborted as exc:
             s.fatal.append(exc)
             error = str(exc)
             raise ItemError(error, SubcallError.__name__) from exc

@@ -83,6 +83,16 @@ class LM(ChatModel, Protocol):
     def profile(self) -> LMProfile: ...
 
 
+class ClosableLM(LM, Protocol):
+    """An LM holding something to release (SDK connection pools, a loaded model): what every
+    backend built from a ``provider:model`` string is. ``close`` releases it; ``aclose`` also
+    closes the async clients of the running loop. Both are idempotent."""
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
 class SyncLM:
     """Base for backends that are naturally blocking: ``acomplete`` runs ``complete`` in a thread.
 

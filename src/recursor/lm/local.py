@@ -162,23 +162,41 @@ class _Runtime:
 
 
 _RUNTIMES: dict[RuntimeConfig, _Runtime] = {}
+#: how many LocalLM objects hold each runtime: the last one to close drops it
+_HOLDERS: dict[RuntimeConfig, int] = {}
 # Held while loading too: a second thread asking for the same model waits for the first load
 # instead of starting another 2 GB copy.
 _RUNTIMES_LOCK = threading.Lock()
 
 
-def _runtime(config: RuntimeConfig) -> _Runtime:
+def _runtime(config: RuntimeConfig, *, hold: bool = False) -> _Runtime:
+    """The loaded runtime for ``config`` (loading it); ``hold``: count one more holder."""
     with _RUNTIMES_LOCK:
         runtime = _RUNTIMES.get(config)
         if runtime is None:
             runtime = _RUNTIMES[config] = _Runtime(_start_server(config))
+        if hold:
+            _HOLDERS[config] = _HOLDERS.get(config, 0) + 1
         return runtime
+
+
+def _let_go(config: RuntimeConfig) -> None:
+    """One holder fewer; the runtime is dropped (its memory freed once no call is still using
+    it) when that was the last."""
+    with _RUNTIMES_LOCK:
+        left = _HOLDERS.get(config, 0) - 1
+        if left > 0:
+            _HOLDERS[config] = left
+        else:
+            _HOLDERS.pop(config, None)
+            _RUNTIMES.pop(config, None)
 
 
 def unload_all() -> None:
     """Drop every loaded runtime, freeing its memory once no call is still using it."""
     with _RUNTIMES_LOCK:
         _RUNTIMES.clear()
+        _HOLDERS.clear()
 
 
 # ------------------------------------------------------------------------------ the LM
@@ -192,7 +210,9 @@ class LocalLM(SyncLM):
     """A GGUF model run in this process. Thread-safe; calls on one model are serialized.
 
     Use :func:`create` (or the ``local:<model>`` string) rather than the constructor, which
-    takes a model file that is already there.
+    takes a model file that is already there. Objects with the same settings share one loaded
+    runtime; :meth:`close` lets go of it, and the last to let go frees the model's memory (a
+    call after that loads it again).
     """
 
     def __init__(
@@ -213,6 +233,8 @@ class LocalLM(SyncLM):
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.seed = seed
+        self._holding = False
+        self._hold_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LocalLM({self.name!r}, n_ctx={self.config.n_ctx})"
@@ -235,7 +257,23 @@ class LocalLM(SyncLM):
 
     def load(self) -> None:
         """Load the model now (it is otherwise loaded by the first call)."""
-        _runtime(self.config)
+        self._loaded()
+
+    def _loaded(self) -> _Runtime:
+        with self._hold_lock:
+            runtime = _runtime(self.config, hold=not self._holding)
+            self._holding = True
+            return runtime
+
+    def close(self) -> None:
+        """Let go of the loaded model (idempotent)."""
+        with self._hold_lock:
+            holding, self._holding = self._holding, False
+        if holding:
+            _let_go(self.config)
+
+    async def aclose(self) -> None:
+        self.close()
 
     def request(self, messages: list[Message]) -> dict[str, Any]:
         """The chat-completion request sent to llama.cpp for ``messages``."""
@@ -250,7 +288,7 @@ class LocalLM(SyncLM):
         }
 
     def complete(self, messages: list[Message]) -> Completion:
-        response = _runtime(self.config).chat(self.request(messages))
+        response = self._loaded().chat(self.request(messages))
         return self.parse(response, messages)
 
     def parse(self, response: Mapping[str, Any], messages: list[Message]) -> Completion:

@@ -6,7 +6,7 @@ import importlib
 from typing import Protocol, cast
 
 from recursor.errors import ConfigurationError
-from recursor.lm.base import LM, ChatModel
+from recursor.lm.base import LM, ChatModel, ClosableLM
 
 #: provider prefix -> (module holding ``create(model: str) -> LM``, the extra that installs it)
 PROVIDERS: dict[str, tuple[str, str | None]] = {
@@ -21,7 +21,7 @@ DEFAULT_MODEL = "local:qwen2.5-coder-1.5b"
 
 
 class _Factory(Protocol):
-    def create(self, model: str) -> LM: ...
+    def create(self, model: str) -> ClosableLM: ...
 
 
 def resolve_lm(spec: str | LM) -> LM:
@@ -35,6 +35,11 @@ def resolve_lm(spec: str | LM) -> LM:
         if isinstance(spec, ChatModel):
             return spec
         raise ConfigurationError(f"not a model: {spec!r} (want an LM object or 'provider:model')")
+    return create_lm(spec)
+
+
+def create_lm(spec: str) -> ClosableLM:
+    """A new backend object for ``provider:model``; whoever asked for it closes it."""
     provider, sep, model = spec.partition(":")
     if not sep or not model:
         raise ConfigurationError(

@@ -138,8 +138,12 @@ class Session(Protocol):
 
 
 class Environment(Protocol):
-    """Starts sessions. One method; everything else is the session's."""
+    """Starts sessions; everything else is the session's. ``close`` releases what the
+    environment keeps between sessions (a spare worker, a fork server); sessions it opened
+    close by themselves."""
 
     name: str
 
     def open(self, spec: SessionSpec) -> Session: ...
+
+    def close(self) -> None: ...

@@ -91,7 +91,9 @@ def register(app: typer.Typer) -> None:
         out.print("[dim]inprocess: no isolation at all; for trusted input only[/]")
         for rep in reports:
             if not rep["available"]:
-                out.print(f"[bold]{rep['environment']}[/]: [red]unavailable[/] {rep['error']}")
+                out.print(
+                    f"[bold]{rep['environment']}[/]: [red]unavailable[/] {escape(rep['error'])}"
+                )
                 continue
             table = Table(title=rep["environment"], title_justify="left")
             table.add_column("measure")

@@ -31,6 +31,9 @@ class SpareWorker:
         self._start = start
         self._spare: Launched | None = None
         self._lock = threading.Lock()
+        #: the thread starting the next spare, joined by close; after close none is started
+        self._refilling: threading.Thread | None = None
+        self._closed = False
         self._finalizer = weakref.finalize(self, SpareWorker._drop, [None])
 
     def take(self) -> Launched:
@@ -41,7 +44,10 @@ class SpareWorker:
             spare.discard()
             spare = None
         launched = spare or self._start()
-        threading.Thread(target=self._refill, daemon=True).start()
+        with self._lock:
+            if not self._closed:
+                self._refilling = threading.Thread(target=self._refill, daemon=True)
+                self._refilling.start()
         return launched
 
     def _refill(self) -> None:
@@ -50,9 +56,12 @@ class SpareWorker:
         except SandboxError:
             return
         with self._lock:
-            old, self._spare = self._spare, fresh
-            self._finalizer.detach()
-            self._finalizer = weakref.finalize(self, SpareWorker._drop, [fresh])
+            if self._closed:  # closed while this one started: nobody will take it
+                old: Launched | None = fresh
+            else:
+                old, self._spare = self._spare, fresh
+                self._finalizer.detach()
+                self._finalizer = weakref.finalize(self, SpareWorker._drop, [fresh])
         if old is not None:
             old.discard()
 
@@ -63,7 +72,13 @@ class SpareWorker:
                 launched.discard()
 
     def close(self) -> None:
-        """Stop the spare (it also exits by itself when this process ends)."""
+        """Stop the spare and start no other (it also exits by itself when this process
+        ends); a spare being started now is stopped before close returns."""
+        with self._lock:
+            self._closed = True
+            refilling = self._refilling
+        if refilling is not None:
+            refilling.join()
         with self._lock:
             spare, self._spare = self._spare, None
         if spare is not None:

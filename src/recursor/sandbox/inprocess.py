@@ -38,6 +38,9 @@ class InProcessEnvironment:
     def open(self, spec: SessionSpec) -> InProcessSession:
         return InProcessSession(self, spec)
 
+    def close(self) -> None:
+        """Nothing is kept between sessions."""
+
 
 def _raise_in_thread(thread: threading.Thread) -> None:
     ident = thread.ident

@@ -110,11 +110,25 @@ def _no_input(prompt: object = "") -> str:
 
 
 def _cell_traceback(exc: BaseException) -> str:
-    """The traceback from the first frame of model code on (our own frames are noise)."""
-    tb = exc.__traceback__
-    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell"):
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))
+    """The traceback the model is shown: only frames of code it wrote, chained errors included.
+
+    Frames from files (recursor's own, such as the ``llm_query`` that raised a failed
+    sub-call's error, and the stdlib's) are dropped: they are noise to the model and would show
+    it the host's paths. Code that has no file (cells, ``exec`` of a string) keeps its frames.
+    """
+    shown = traceback.TracebackException.from_exception(exc)
+    todo, seen = [shown], set()
+    while todo:
+        te = todo.pop()
+        if id(te) in seen:
+            continue
+        seen.add(id(te))
+        te.stack = traceback.StackSummary.from_list(
+            [f for f in te.stack if f.filename.startswith("<")]
+        )
+        todo.extend(t for t in (te.__cause__, te.__context__) if t is not None)
+        todo.extend(te.exceptions or ())
+    return "".join(shown.format())
 
 
 class Repl:

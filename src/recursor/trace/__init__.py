@@ -1,12 +1,17 @@
-"""The trajectory of a run: typed events, kept in memory and fanned out to sinks."""
+"""The trajectory of a run: typed events, kept in memory and fanned out to sinks.
+
+Sinks get the events on a thread of their own, in order (:mod:`recursor.trace.delivery`):
+a slow sink does not slow the run. ``RLM.completion`` returns once its events were delivered.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from recursor.trace.delivery import ClosableSink, Sink, SinkQueue
 from recursor.trace.events import (
     CellRan,
     Event,
@@ -18,15 +23,18 @@ from recursor.trace.events import (
     event_from_dict,
 )
 from recursor.trace.jsonl import JsonlSink, iter_records, write_events
+from recursor.trace.memory import MemorySink
 
 if TYPE_CHECKING:
     from recursor.context import Context
 
 __all__ = [
     "CellRan",
+    "ClosableSink",
     "Event",
     "JsonlSink",
     "LimitHit",
+    "MemorySink",
     "ModelCalled",
     "RunFinished",
     "RunStarted",
@@ -35,23 +43,34 @@ __all__ = [
     "Trace",
 ]
 
-Sink = Callable[[Event], None]
 E = TypeVar("E", bound=Event)
 
 
 class Trace:
-    """Events of a whole run tree, in the order they happened; thread-safe."""
+    """Events of a whole run tree, in the order they happened; thread-safe.
+
+    Events reach ``sinks`` through a :class:`~recursor.trace.delivery.SinkQueue`, in the same
+    order; :meth:`flush` waits for them, :meth:`close` also stops its thread.
+    """
 
     def __init__(self, sinks: list[Sink] | None = None) -> None:
         self._events: list[Event] = []
         self._sinks = list(sinks or [])
         self._lock = threading.Lock()
+        self._queue = SinkQueue(self._sinks)
 
     def emit(self, event: Event) -> None:
-        with self._lock:
+        with self._lock:  # held while queueing: the sinks see the order of this list
             self._events.append(event)
-            for sink in self._sinks:
-                sink(event)
+            self._queue.put(event)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the sinks got every event so far; False if ``timeout`` passed first."""
+        return self._queue.flush(timeout)
+
+    def close(self) -> None:
+        """Deliver the queued events and stop the delivery thread (the sinks stay open)."""
+        self._queue.close()
 
     @property
     def events(self) -> list[Event]:

@@ -218,6 +218,14 @@ class ConsoleSink:
         if live is not None:
             live.stop()
 
+    def flush(self) -> None:
+        """Push what was printed to the terminal (or file) now."""
+        self.console.file.flush()
+
+    def close(self) -> None:
+        """Stop redrawing (idempotent); the last tree stays on screen."""
+        self.stop()
+
     def __enter__(self) -> ConsoleSink:
         self.start()
         return self

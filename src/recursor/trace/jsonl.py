@@ -142,6 +142,12 @@ class JsonlSink:
                 self._stored.add(digest)
         return digest
 
+    def flush(self) -> None:
+        """Every line is flushed as it is written; this is for symmetry with other sinks."""
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
+
     def close(self) -> None:
         with self._lock:
             if self._file is not None:

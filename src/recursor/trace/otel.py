@@ -77,6 +77,7 @@ class OTelSink:
         capture_content: bool = True,
     ) -> None:
         self.tracer = tracer or otel_trace.get_tracer("recursor", tracer_provider=tracer_provider)
+        self._provider = tracer_provider
         self.capture_content = capture_content
         self._lock = threading.Lock()
         self._runs: dict[str, Span] = {}
@@ -113,6 +114,23 @@ class OTelSink:
     def __call__(self, event: Event) -> None:
         with self._lock:
             self._handle(event)
+
+    def flush(self) -> None:
+        """Export the finished spans now, when the provider batches them (the SDK's does)."""
+        provider = self._provider or otel_trace.get_tracer_provider()
+        # force_flush is the SDK's, not the API's: a no-op provider has none
+        force_flush = getattr(provider, "force_flush", None)
+        if callable(force_flush):
+            force_flush()
+
+    def close(self) -> None:
+        """End the spans of runs that never finished (marked as errors), then flush."""
+        with self._lock:
+            runs, self._runs = list(self._runs.values()), {}
+        for span in runs:
+            span.set_status(Status(StatusCode.ERROR, "the trace ended before the run did"))
+            span.end()
+        self.flush()
 
     def _handle(self, event: Event) -> None:
         if isinstance(event, RunStarted):

@@ -28,7 +28,7 @@ from typing import Any
 
 from recursor import errors
 from recursor.context import ContextInput
-from recursor.errors import ContextError, LMError, ScriptExhausted
+from recursor.errors import ContextError, LMError, ReplayExhausted, RunAborted
 from recursor.limits import Limits
 from recursor.lm.base import Completion, LMProfile, Message, SyncLM
 from recursor.lm.profile import default_profile
@@ -193,7 +193,7 @@ class ReplayLM(SyncLM):
             if self.pinned is None:
                 raise self.book.miss(message)
             # The root outran its recording: nothing sensible can follow, so stop loudly.
-            raise ScriptExhausted(f"replay: {message}")
+            raise ReplayExhausted(f"replay: {message}")
         call = run.calls[turn]
         return Completion(call.reply, _usage(call.usage), "stop")
 
@@ -372,11 +372,12 @@ def replay_run(
     )
     events: list[Event]
     try:
-        result = rlm.completion(root.started.query, context=context)
+        with rlm:
+            result = rlm.completion(root.started.query, context=context)
         events = result.trace.events
         report.replayed_answer = result.answer
         report.replayed_stop = result.stop_reason
-    except ScriptExhausted as exc:
+    except RunAborted as exc:
         report.error = str(exc)
         events = []
     if book.misses and report.error is None:

@@ -1,8 +1,10 @@
-"""The trace commands of the CLI: ``replay``, ``view``, ``export-sft``.
+"""The trace commands of the CLI: ``replay``, ``view``, ``export-sft`` (their work is in
+:mod:`recursor.apps`).
 
 Kept out of :mod:`recursor.cli` so that file stays about running models; :func:`register`
-adds them to the app. Imports of the work itself happen inside each command, so ``recursor
---help`` does not pay for them.
+adds them to the app (this module imports nothing of ``recursor.cli``: the CLI imports it).
+Imports of the work itself happen inside each command, so ``recursor --help`` does not pay
+for them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 if TYPE_CHECKING:
-    from recursor.trace.replay import CellDiff, ReplayReport
+    from recursor.apps.replay import CellDiff, ReplayReport
 
 #: exit codes, matching recursor.cli.Exit where they overlap
 _OK, _DIFFERS, _CONTEXT, _CONFIG = 0, 1, 3, 4
@@ -90,9 +92,9 @@ def replay(
 
     Exit status 1 when any cell, answer or stop reason differs; 3 when the context is missing.
     """
-    from recursor.cli import load_context
+    from recursor._cli_options import load_context
+    from recursor.apps.replay import replay as run_replay
     from recursor.errors import ConfigurationError, ContextError
-    from recursor.trace.replay import replay as run_replay
 
     err = Console(stderr=True)
     try:
@@ -126,7 +128,7 @@ def view(
     ] = True,
 ) -> None:
     """Write TRACE as one self-contained HTML page (works offline) and open it."""
-    from recursor.trace.viewer import open_in_browser, write_html
+    from recursor.apps.viewer import open_in_browser, write_html
 
     path = write_html(trace, out)
     opened = open_ and open_in_browser(path)
@@ -154,7 +156,7 @@ def export_sft(
     One record per run: system, user, then assistant turns (with their code) and the
     observations that followed them as user turns.
     """
-    from recursor.trace.sft import SFTOptions, export_sft
+    from recursor.apps.sft import SFTOptions, export_sft
 
     n = export_sft(traces, out, SFTOptions(only_final=only_final, max_turns=max_turns, depth=depth))
     Console(stderr=True).print(f"wrote {n} record{'s' if n != 1 else ''} to {out}")

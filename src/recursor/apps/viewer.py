@@ -28,7 +28,7 @@ _TITLE_MARK = "__TITLE__"
 
 
 def template() -> str:
-    return resources.files("recursor.trace").joinpath("viewer.html").read_text(encoding="utf-8")
+    return resources.files("recursor.apps").joinpath("viewer.html").read_text(encoding="utf-8")
 
 
 def embed_json(data: Any) -> str:

@@ -1,0 +1,30 @@
+"""Method names to methods: what ``recursor bench --methods`` and the runner look up.
+
+Apart from :mod:`recursor.bench.methods` because the oracle method builds on that module; a
+registry there would import the oracle back (an import circle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from recursor.bench.methods import BM25, Compaction, Direct, Method, RLMMethod, Summarize
+from recursor.bench.oracle import Oracle
+from recursor.errors import ConfigurationError
+
+METHODS: dict[str, Callable[[], Method]] = {
+    "direct": Direct,
+    "summarize": Summarize,
+    "bm25": BM25,
+    "compaction": Compaction,
+    "rlm-d0": lambda: RLMMethod(0),
+    "rlm-d1": lambda: RLMMethod(1),
+    "rlm-d2": lambda: RLMMethod(2),
+    "oracle": Oracle,
+}
+
+
+def method(name: str) -> Method:
+    if name not in METHODS:
+        raise ConfigurationError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    return METHODS[name]()
