@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import AsyncExitStack, ExitStack
+from dataclasses import replace
 
 from recursor._cancel import Cancel
 from recursor._threads import in_daemon_thread
@@ -21,6 +22,7 @@ from recursor.lm.base import LM, ClosableLM
 from recursor.lm.registry import create_lm, resolve_lm
 from recursor.sandbox import resolve_environment
 from recursor.sandbox.base import Environment
+from recursor.sandbox.environment import WorkerEnvironment
 from recursor.trace import ClosableSink, Sink
 
 
@@ -43,11 +45,15 @@ class Owned:
             self._lms[spec] = create_lm(spec)
         return self._lms[spec]
 
-    def environment(self, spec: str | Environment) -> Environment:
-        """``spec`` as an Environment; one made here from a name is owned."""
+    def environment(self, spec: str | Environment, *, workers: int = 1) -> Environment:
+        """``spec`` as an Environment; one made here from a name is owned, and its workers'
+        automatic memory cap shares the machine between the ``workers`` the tree can run at
+        once (an Environment object the caller configured is left as it is)."""
         env = resolve_environment(spec)
         if isinstance(spec, str):
             self._environment = env
+            if isinstance(env, WorkerEnvironment):
+                env.limits = replace(env.limits, concurrent_workers=workers)
         return env
 
     def check_open(self) -> None:

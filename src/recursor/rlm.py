@@ -132,7 +132,9 @@ class RLM:
         self.models_by_depth = {d: self._owned.lm(m) for d, m in (models_by_depth or {}).items()}
         self.models = {k: self._owned.lm(m) for k, m in (models or {}).items()}
         self.max_depth = max_depth
-        self.environment = self._owned.environment(environment)
+        self.environment = self._owned.environment(
+            environment, workers=self.plan.max_workers(max_concurrency)
+        )
         self.limits = limits or Limits()
         self.max_concurrency = max_concurrency
         self.raise_errors = raise_errors

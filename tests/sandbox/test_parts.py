@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import time
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,29 @@ def test_get_var_refuses_a_subcall_from_a_leftover_thread() -> None:
     finally:
         session.close()
         ctx.close()
+
+
+def test_an_rlm_shares_the_machine_between_the_workers_of_its_tree() -> None:
+    from recursor import RLM
+    from recursor.sandbox.environment import WorkerEnvironment
+    from recursor.testing import ScriptedLM
+
+    def workers(**kw: Any) -> int:
+        with RLM(root=ScriptedLM([]), environment="subprocess", **kw) as rlm:
+            assert isinstance(rlm.environment, WorkerEnvironment)
+            return rlm.environment.limits.concurrent_workers
+
+    assert workers(max_depth=1) == 1
+    assert workers(max_depth=2, max_concurrency=4) == 5
+    assert workers(max_depth=3, max_concurrency=4) == 9
+    mine = SubprocessEnvironment(prestart=False)
+    with RLM(root=ScriptedLM([]), environment=mine, max_depth=2) as rlm:
+        assert rlm.environment is mine
+    assert mine.limits.concurrent_workers == 16  # the caller's object is left as it was
+    gib = 1 << 30
+    one = WorkerLimits(concurrent_workers=1)
+    assert one.memory_bytes(0, machine_bytes=24 * gib) == gib
+    assert one.memory_bytes(2 * gib, machine_bytes=24 * gib) == 9 * gib
+    assert WorkerLimits(concurrent_workers=17).memory_bytes(2 * gib, machine_bytes=24 * gib) == (
+        5 * gib
+    )

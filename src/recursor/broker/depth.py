@@ -45,6 +45,11 @@ class DepthPlan:
             return "child"
         return "plain"
 
+    def max_workers(self, concurrency: int) -> int:
+        """How many REPL workers the tree can run at once: the root's, and ``concurrency``
+        child runs at each level that spawns them (the memory cap shares the machine by it)."""
+        return 1 + concurrency * max(0, self.max_depth - 1)
+
     def llm_query(self, depth: int) -> bool:
         """Whether ``llm_query`` works in the REPL at ``depth``."""
         return self.mode(depth, "llm") != "none"

@@ -92,7 +92,11 @@ class WorkerLimits:
     limit). ``"auto"`` (the default) sizes it per session by :func:`default_memory_bytes`:
     ``min(1 GiB + 4 x context, max(1 GiB + 2 x context, machine / concurrent_workers))``,
     with the machine's memory read at session start (RAM, or this process's cgroup limit when
-    lower) and ``concurrent_workers`` = 16. An explicit number of MiB wins; None is no cap.
+    lower) and ``concurrent_workers`` = 16. An RLM that makes its environment from a name sets
+    ``concurrent_workers`` to the workers its tree can run at once (1 + ``max_concurrency`` per
+    level of child runs: 1 for ``max_depth`` <= 1, 17 for ``max_depth=2`` and the default 16),
+    so the caps of one tree add up to about the machine. An explicit number of MiB wins; None
+    is no cap.
     """
 
     memory_mb: int | Literal["auto"] | None = "auto"

@@ -20,6 +20,8 @@ import resource
 import signal
 import sys
 import threading
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 if __name__ == "__main__":  # run as a file: make the package importable without PYTHONPATH
@@ -69,6 +71,9 @@ class Worker:
         self._cv = threading.Condition()
         self._reading = False
         self._results: dict[int, SubcallResponse] = {}
+        #: sub-call ids a thread is waiting for; commands for the main loop, in order
+        self._waiting: set[int] = set()
+        self._commands: deque[wire.Frame] = deque()
 
     # SIGINT: interrupt the cell, but never in the middle of frame I/O.
     def on_sigint(self, _signum: int, _frame: Any) -> None:
@@ -101,25 +106,47 @@ class Worker:
 
     def _await(self, ident: int) -> SubcallResponse:
         with self._cv:
-            while ident not in self._results:
+            self._waiting.add(ident)
+        try:
+            self._read_until(lambda: ident in self._results)
+            with self._cv:
+                return self._results.pop(ident)
+        finally:
+            with self._cv:
+                self._waiting.discard(ident)
+
+    def _read_until(self, ready: Callable[[], bool]) -> None:
+        """Read frames until ``ready()`` (checked under the lock) holds.
+
+        The channel has ONE reader at a time, whichever thread needs a frame first: the main
+        loop waiting for its next command, or a thread of model code waiting for a sub-call's
+        result (a cell's own thread, or one it left running past the cell). Two readers on one
+        fd would tear frames apart. The reader files each frame where it belongs (a result by
+        id, a command in the queue) and wakes the others; a result nobody waits for any more
+        (its cell was stopped) is dropped.
+        """
+        with self._cv:
+            while not ready():
                 if not self._reading:
                     self._reading = True
                     break
                 self._cv.wait()
             else:
-                return self._results.pop(ident)
-        try:  # this thread reads for everyone until its own result comes
+                return
+        try:
             while True:
                 raw = self.channel.recv()
                 if raw is None:
                     os._exit(0)  # the host is gone; nothing left to do
-                frame = wire.parse(raw, (wire.SubcallResult,))
-                assert isinstance(frame, wire.SubcallResult)
-                if frame.id == ident:
-                    return frame.response
+                frame = wire.parse(raw, (wire.Exec, wire.GetVar, wire.SubcallResult, wire.Shutdown))
                 with self._cv:
-                    self._results[frame.id] = frame.response
+                    if not isinstance(frame, wire.SubcallResult):
+                        self._commands.append(frame)
+                    elif frame.id in self._waiting:
+                        self._results[frame.id] = frame.response
                     self._cv.notify_all()
+                    if ready():
+                        return
         finally:
             with self._cv:
                 self._reading = False
@@ -149,11 +176,9 @@ class Worker:
         del value
         self.send(wire.Ready(meta, os.getpid(), measures))
         while True:
-            raw = self.channel.recv()
-            if raw is None:
-                return
-            # a late subcall_result, for a cell that was stopped, is dropped here
-            frame = wire.parse(raw, (wire.Exec, wire.GetVar, wire.SubcallResult, wire.Shutdown))
+            self._read_until(lambda: bool(self._commands))
+            with self._cv:
+                frame = self._commands.popleft()
             if isinstance(frame, wire.Shutdown):
                 return
             if isinstance(frame, wire.Exec):
