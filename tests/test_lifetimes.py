@@ -77,23 +77,29 @@ def test_async_with_rlm_leaves_no_process_behind() -> None:
     assert children() - before == set()
 
 
-def test_close_stops_the_spare_being_started(monkeypatch: pytest.MonkeyPatch) -> None:
-    from recursor.sandbox.subprocess import Launched, SubprocessEnvironment
+def test_close_stops_the_spare_being_started() -> None:
+    from recursor.sandbox.environment import SpareWorker
+    from recursor.sandbox.launch import Launched
+    from recursor.sandbox.subprocess import SubprocessEnvironment
 
     before = children()
-    env = SubprocessEnvironment()
-    launch = env.launch
+    env = SubprocessEnvironment(prestart=False)
+    started: list[Launched] = []
 
-    def slow_launch(spec: object = None) -> Launched:
-        launched = launch()
+    def slow_launch() -> Launched:
+        launched = env.launch()
+        started.append(launched)
         if threading.current_thread() is not threading.main_thread():
             time.sleep(0.5)  # the next spare is started, not yet handed over, when close runs
         return launched
 
-    monkeypatch.setattr(env, "launch", slow_launch)
-    env.take().discard()
-    env.close()
+    spare = SpareWorker(slow_launch)
+    spare.take().discard()
+    time.sleep(0.1)
+    spare.close()
+    assert len(started) == 2  # the refill had started its worker before close
     assert children() - before == set()
+    env.close()
 
 
 def test_a_closed_rlm_says_so_and_close_is_idempotent() -> None:
