@@ -25,7 +25,7 @@ from recursor.broker import (
     RetryPolicy,
 )
 from recursor.context import Context, ContextInput
-from recursor.engine import Action, CallModel, Engine, Outcome, ReadVar, RunCell
+from recursor.engine import Action, Books, CallModel, Engine, Outcome, ReadVar, RunCell
 from recursor.errors import (
     IterationLimitExceeded,
     LMError,
@@ -347,10 +347,7 @@ class _Node:
             query=self.query,
             meta=meta,
             settings=settings,
-            ledger=tree.ledger,
-            trace=tree.trace,
-            run_id=self.run_id,
-            model_name=self.lm.name,
+            books=Books(tree.ledger, tree.trace, self.run_id, self.lm.name),
         )
         blob = tree.trace.store_context(self.context, self.depth)
         tree.trace.emit(
