@@ -555,3 +555,20 @@ def test_subprocess_worker_has_no_secrets(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-value")
     root = ScriptedLM([code("import os\nFINAL(os.environ.get('OPENAI_API_KEY', 'absent'))")])
     assert make_rlm(env, root).completion("q", context="c").answer == "absent"
+
+
+def test_rlm_options_reach_the_rlm_and_an_unknown_keyword_is_a_type_error() -> None:
+    from recursor import RLM
+
+    rlm = RLM(
+        ScriptedLM([]),
+        environment="inprocess",
+        max_concurrency=3,
+        subcall_errors="raise",
+        raise_errors=True,
+        prompt_style="compact",
+    )
+    assert (rlm.max_concurrency, rlm.raise_errors, rlm.prompt_style) == (3, True, "compact")
+    assert rlm.broker_options.subcall_errors == "raise"
+    with pytest.raises(TypeError, match="max_concurency"):
+        RLM(ScriptedLM([]), environment="inprocess", max_concurency=3)  # type: ignore[call-arg]

@@ -48,39 +48,26 @@ def imports_of(module: str) -> set[str]:
 GRAPH = {m: imports_of(m) for m in MODULES}
 
 
+def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen: set[str] = set()
+    todo = list(graph[start])
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(graph.get(module, ()))
+    return seen
+
+
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan), each sorted."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in sorted(graph[v]):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                found.append(sorted(component))
-
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
-    return found
+    """The modules that import each other (strongly connected components of more than one
+    module), each sorted: a module reaches another that reaches it back."""
+    reach = {m: _reach(graph, m) for m in graph}
+    components = {
+        tuple(sorted({v} | {w for w in reach[v] if v in reach.get(w, ())})) for v in graph
+    }
+    return sorted(list(c) for c in components if len(c) > 1)
 
 
 def _in(module: str, prefixes: tuple[str, ...]) -> bool:

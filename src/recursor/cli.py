@@ -17,7 +17,7 @@ import json
 import os
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -32,6 +32,9 @@ from recursor.errors import (
     LMConnectionError,
     RecursorError,
 )
+
+if TYPE_CHECKING:
+    from recursor.lm.gguf_store import EmbeddedModel
 
 
 class Exit(IntEnum):
@@ -182,41 +185,48 @@ def models() -> None:
         table.add_column(col)
     default = os.environ.get("RECURSOR_MODEL", DEFAULT_MODEL)
     for name, emb in gguf_store.EMBEDDED_MODELS.items():
-        try:
-            gguf_store.resolve_parts(emb)
-            status = "[green]installed[/]"
-        except ConfigurationError:
-            status = f"[yellow]not installed[/] {_install_hint(emb.extra)}"
-        except RecursorError:
-            status = f"[yellow]not installed[/] {_install_hint(emb.extra)}"
         tag = " (default)" if f"local:{name}" == default else ""
-        table.add_row(f"local:{name}{tag}", status, f"embedded GGUF, {emb.size / 2**30:.2f} GiB")
+        notes = f"embedded GGUF, {emb.size / 2**30:.2f} GiB"
+        table.add_row(f"local:{name}{tag}", _embedded_status(emb), notes)
     table.add_row("local:/path/model.gguf", "-", "any local GGUF file")
-    keys = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
     for provider in PROVIDERS:
         if provider == "local":
             continue
-        module = PROVIDERS[provider][0]
-        try:
-            __import__(module)
-            installed = True
-        except ImportError:
-            installed = False
-        var = keys.get(provider)
         base = os.environ.get(f"{provider.upper()}_BASE_URL")
-        if not installed:
-            status = f"[yellow]not installed[/] {_install_hint(provider)}"
-        elif var and os.environ.get(var):
-            status = f"[green]configured[/] ({var} set)"
-        elif base:
-            status = f"[green]configured[/] (base URL {escape(base)})"
-        elif var:
-            status = f"[yellow]no key[/] (set {var})"
-        else:
-            status = "[green]installed[/] (keys per provider)"
+        status = _provider_status(provider, PROVIDERS[provider][0], base)
         table.add_row(f"{provider}:<model>", status, escape(base or ""))
     out.print(table)
     out.print(f"default root model: [bold]{escape(default)}[/] (set RECURSOR_MODEL or --model)")
+
+
+def _embedded_status(emb: EmbeddedModel) -> str:
+    from recursor.lm import gguf_store
+
+    try:
+        gguf_store.resolve_parts(emb)
+    except RecursorError:  # not downloaded, or its runtime is missing
+        return f"[yellow]not installed[/] {_install_hint(emb.extra)}"
+    return "[green]installed[/]"
+
+
+#: the key variable of the providers that have one
+_KEY_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+
+def _provider_status(provider: str, module: str, base: str | None) -> str:
+    """Whether ``provider``'s SDK ``module`` is installed, and its key or base URL set."""
+    try:
+        __import__(module)
+    except ImportError:
+        return f"[yellow]not installed[/] {_install_hint(provider)}"
+    var = _KEY_VARS.get(provider)
+    if var and os.environ.get(var):
+        return f"[green]configured[/] ({var} set)"
+    if base:
+        return f"[green]configured[/] (base URL {escape(base)})"
+    if var:
+        return f"[yellow]no key[/] (set {var})"
+    return "[green]installed[/] (keys per provider)"
 
 
 from recursor.cli_trace import register as _register_trace_commands  # noqa: E402

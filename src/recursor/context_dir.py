@@ -100,16 +100,7 @@ def read_directory(
         raise ContextError(f"context directory {os.fspath(directory)!r} is not a directory")
     out = DirectoryContext()
     for current, dirs, files in os.walk(root, followlinks=False):
-        keep = []
-        for d in sorted(dirs):
-            full = os.path.join(current, d)
-            if d in SKIP_DIRS or d.startswith("."):
-                continue
-            if os.path.islink(full):
-                out.skipped.append(Skipped(os.path.relpath(full, root), "a link to a directory"))
-                continue
-            keep.append(d)
-        dirs[:] = keep
+        dirs[:] = _dirs_to_walk(current, dirs, root, out)
         for name in sorted(files):
             if name.startswith("."):
                 continue
@@ -130,6 +121,21 @@ def read_directory(
     if progress is not None:
         progress(len(out.docs), out.total_bytes)
     return out
+
+
+def _dirs_to_walk(current: str, dirs: list[str], root: str, out: DirectoryContext) -> list[str]:
+    """The subdirectories of ``current`` to descend into, sorted; a link to one is recorded as
+    skipped (it may lead outside ``root``), hidden and SKIP_DIRS ones are passed silently."""
+    keep = []
+    for d in sorted(dirs):
+        full = os.path.join(current, d)
+        if d in SKIP_DIRS or d.startswith("."):
+            continue
+        if os.path.islink(full):
+            out.skipped.append(Skipped(os.path.relpath(full, root), "a link to a directory"))
+            continue
+        keep.append(d)
+    return keep
 
 
 def _read_one(full: str, root: str, out: DirectoryContext, max_file_bytes: int, room: int) -> bool:

@@ -55,6 +55,17 @@ class Outcome:
     messages: list[Message] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class Books:
+    """Where a run's model calls and events are recorded: the tree's ledger and trace, under
+    the run's id and its model's name."""
+
+    ledger: Ledger
+    trace: Trace
+    run_id: str
+    model_name: str
+
+
 class Engine:
     """One RLM run's loop: the root model's turns, their cells and observations."""
 
@@ -64,18 +75,15 @@ class Engine:
         query: str,
         meta: ContextMeta,
         settings: prompts.PromptSettings,
-        ledger: Ledger,
-        trace: Trace,
-        run_id: str,
-        model_name: str,
+        books: Books,
     ) -> None:
         self.query = query
         self.meta = meta
         self.s = settings
-        self.ledger = ledger
-        self.trace = trace
-        self.run_id = run_id
-        self.model_name = model_name
+        self.ledger = books.ledger
+        self.trace = books.trace
+        self.run_id = books.run_id
+        self.model_name = books.model_name
         self.messages: list[Message] = []
         self._logged = 0  # messages already recorded in the trace
         self.iterations = 0

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, Self, TypedDict, TypeVar, Unpack
 
 from recursor import prompts
 from recursor._cancel import POLL_S, Cancel, scope
@@ -25,7 +25,7 @@ from recursor.broker import (
     RetryPolicy,
 )
 from recursor.context import Context, ContextInput
-from recursor.engine import Action, CallModel, Engine, Outcome, ReadVar, RunCell
+from recursor.engine import Action, Books, CallModel, Engine, Outcome, ReadVar, RunCell
 from recursor.errors import (
     IterationLimitExceeded,
     LMError,
@@ -71,6 +71,36 @@ class RLMResult:
         return self.stop_reason == "final"
 
 
+class RLMOptions(TypedDict, total=False):
+    """The keywords of :class:`RLM` after ``root, sub, max_depth, environment, limits``; each
+    defaults as noted, and the class docstring says what they do."""
+
+    #: per-depth models, by depth (default: ``sub`` below the root)
+    models_by_depth: dict[int, LM | str] | None
+    #: named models the REPL can pick by name
+    models: dict[str, LM | str] | None
+    #: model calls at once over the whole tree (default 16)
+    max_concurrency: int
+    #: per-model slots and rate limits, by model name
+    model_limits: dict[str, ModelLimits] | None
+    #: retries of 429/5xx/timeouts (default: ``RetryPolicy()``)
+    retry: RetryPolicy | None
+    #: a bound on one sub-call (default: none)
+    subcall_timeout_s: float | None
+    #: "string" lists a failed batch item as ``[error: ...]``; "raise" raises in the cell
+    subcall_errors: Literal["string", "raise"]
+    #: True: per run, in memory; a path: also a shared SQLite file; False: off (default True)
+    cache: bool | str | os.PathLike[str]
+    #: input-token windows overriding the models' profiles, by model name
+    context_windows: dict[str, int] | None
+    #: raise the run's error instead of returning it in the result (default False)
+    raise_errors: bool
+    #: trace sinks; the caller's, flushed not closed
+    sinks: list[Sink] | None
+    #: "auto" follows the root model's profile (default "auto")
+    prompt_style: Literal["auto", "full", "compact"]
+
+
 class RLM:
     """A Recursive Language Model: ``completion(query, context)`` like one LM call.
 
@@ -102,48 +132,43 @@ class RLM:
         max_depth: int = 1,
         environment: str | Environment = "subprocess",
         limits: Limits | None = None,
-        models_by_depth: dict[int, LM | str] | None = None,
-        models: dict[str, LM | str] | None = None,
-        max_concurrency: int = 16,
-        model_limits: dict[str, ModelLimits] | None = None,
-        retry: RetryPolicy | None = None,
-        subcall_timeout_s: float | None = None,
-        subcall_errors: Literal["string", "raise"] = "string",
-        cache: bool | str | os.PathLike[str] = True,
-        context_windows: dict[str, int] | None = None,
-        raise_errors: bool = False,
-        sinks: list[Sink] | None = None,
-        prompt_style: Literal["auto", "full", "compact"] = "auto",
+        **options: Unpack[RLMOptions],
     ) -> None:
+        unknown = sorted(set(options) - set(RLMOptions.__annotations__))
+        if unknown:  # what Python says of a keyword the signature lacks
+            raise TypeError(f"RLM() got unexpected keyword argument(s): {', '.join(unknown)}")
+        max_concurrency = options.get("max_concurrency", 16)
         self.plan = DepthPlan(max_depth)
         #: what this object made from strings, and so releases in close()
         self._owned = Owned()
         self.broker_options = BrokerOptions(
             max_concurrency=max_concurrency,
-            model_limits=dict(model_limits or {}),
-            retry=retry or RetryPolicy(),
-            subcall_timeout_s=subcall_timeout_s,
-            subcall_errors=subcall_errors,
-            cache=cache,
-            context_windows=dict(context_windows or {}),
+            model_limits=dict(options.get("model_limits") or {}),
+            retry=options.get("retry") or RetryPolicy(),
+            subcall_timeout_s=options.get("subcall_timeout_s"),
+            subcall_errors=options.get("subcall_errors", "string"),
+            cache=options.get("cache", True),
+            context_windows=dict(options.get("context_windows") or {}),
         )
         self.root = self._owned.lm(root if root is not None else DEFAULT_MODEL)
         self.sub = self.root if sub is None else self._owned.lm(sub)
-        self.models_by_depth = {d: self._owned.lm(m) for d, m in (models_by_depth or {}).items()}
-        self.models = {k: self._owned.lm(m) for k, m in (models or {}).items()}
+        self.models_by_depth = {
+            d: self._owned.lm(m) for d, m in (options.get("models_by_depth") or {}).items()
+        }
+        self.models = {k: self._owned.lm(m) for k, m in (options.get("models") or {}).items()}
         self.max_depth = max_depth
         self.environment = self._owned.environment(
             environment, workers=self.plan.max_workers(max_concurrency)
         )
         self.limits = limits or Limits()
         self.max_concurrency = max_concurrency
-        self.raise_errors = raise_errors
-        self.sinks = list(sinks or [])
+        self.raise_errors = options.get("raise_errors", False)
+        self.sinks = list(options.get("sinks") or [])
         # Keys the model objects hold are masked in every trace line written (trace/redact.py).
         register_secrets_of(
             [self.root, self.sub, *self.models_by_depth.values(), *self.models.values()]
         )
-        self.prompt_style = prompt_style
+        self.prompt_style: Literal["auto", "full", "compact"] = options.get("prompt_style", "auto")
 
     # -- lifetime (what it releases: recursor._lifetime) ----------------------------------------
     def __enter__(self) -> Self:
@@ -242,7 +267,8 @@ class _Tree:
         parent_id: str | None,
         cancel: Cancel | None = None,
     ) -> _Node:
-        return _Node(self, query, Context(context), depth, parent_id, cancel=cancel or self.cancel)
+        place = _Place(depth, parent_id, cancel or self.cancel)
+        return _Node(self, query, Context(context), place)
 
     def result(self, node: _Node, outcome: Outcome) -> RLMResult:
         self.cancel.set("the run is stopping")
@@ -266,28 +292,28 @@ class _Tree:
         return result
 
 
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """Where a node sits in the tree."""
+
+    depth: int
+    parent_id: str | None
+    #: the run's scope for the root; for a child, that of the sub-call that started it
+    cancel: Cancel
+
+
 class _Node:
     """One RLM of the tree (the root or a child): its REPL session and its engine."""
 
-    def __init__(
-        self,
-        tree: _Tree,
-        query: str,
-        context: Context,
-        depth: int,
-        parent_id: str | None,
-        *,
-        cancel: Cancel,
-    ) -> None:
+    def __init__(self, tree: _Tree, query: str, context: Context, place: _Place) -> None:
         self.tree = tree
-        #: the run's scope for the root; for a child, that of the sub-call that started it
-        self.cancel = cancel
+        self.cancel = place.cancel
         self.query = query
         self.context = context
-        self.depth = depth
-        self.parent_id = parent_id
+        self.depth = place.depth
+        self.parent_id = place.parent_id
         self.run_id = uuid.uuid4().hex[:12]
-        self.lm = tree.rlm.lm_for_depth(depth)
+        self.lm = tree.rlm.lm_for_depth(place.depth)
         self.session: Session | None = None
         self.engine: Engine | None = None
 
@@ -321,10 +347,7 @@ class _Node:
             query=self.query,
             meta=meta,
             settings=settings,
-            ledger=tree.ledger,
-            trace=tree.trace,
-            run_id=self.run_id,
-            model_name=self.lm.name,
+            books=Books(tree.ledger, tree.trace, self.run_id, self.lm.name),
         )
         blob = tree.trace.store_context(self.context, self.depth)
         tree.trace.emit(

@@ -557,3 +557,8 @@ def test_embedded_model_as_rlm_root_finds_a_needle() -> None:
     assert result.stop_reason == "final"
     assert result.usage.by_model["local:qwen2.5-coder-1.5b"].cost_usd == 0.0
     assert any(task.key in cell.code for cell in result.trace.of(CellRan))  # it searched
+
+
+def test_create_rejects_an_unknown_keyword(fake_runtime: list[FakeServer], gguf: Path) -> None:
+    with pytest.raises(TypeError, match="n_thread"):
+        local.create(str(gguf), n_thread=2)  # type: ignore[call-arg]

@@ -183,3 +183,20 @@ def test_an_rlm_shares_the_machine_between_the_workers_of_its_tree() -> None:
     assert WorkerLimits(concurrent_workers=17).memory_bytes(2 * gib, machine_bytes=24 * gib) == (
         5 * gib
     )
+
+
+def test_worker_environment_keywords_keep_their_names_and_reject_unknown_ones() -> None:
+    from recursor.sandbox.subprocess import SubprocessEnvironment
+
+    env = SubprocessEnvironment(grace_s=0.5, start_timeout_s=9.0, prestart=False)
+    try:
+        assert (env.grace_s, env.start_timeout_s, env.prestart) == (0.5, 9.0, False)
+    finally:
+        env.close()
+    default = SubprocessEnvironment()
+    try:
+        assert default.prestart  # its own default, unlike WorkerEnvironment's
+    finally:
+        default.close()
+    with pytest.raises(TypeError, match="grace"):
+        SubprocessEnvironment(grace=1.0)  # type: ignore[call-arg]

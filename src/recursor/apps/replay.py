@@ -334,17 +334,7 @@ def replay_run(
     config = root.started.config
     # Every model the recording used becomes a ReplayLM of the same name, so usage per model
     # and llm_query(model=NAME) routing come out as recorded.
-    by_depth: dict[int, str] = {}
-    for run in tree[1:]:
-        for call in run.calls[:1]:
-            by_depth.setdefault(run.depth, call.model)
-    named: set[str] = set()
-    for run in tree:
-        for sub in run.subcalls:
-            if sub.child_run_id is None:
-                by_depth.setdefault(sub.depth, sub.model)
-                if sub.model != by_depth[sub.depth]:
-                    named.add(sub.model)
+    by_depth, named = _recorded_models(tree)
     root_name = root.calls[0].model if root.calls else str(config.get("root", "replay"))
     recorded_env = str(config.get("environment", "subprocess"))
     # A custom Environment object was recorded by name only: fall back to the default one.
@@ -383,7 +373,31 @@ def replay_run(
     if book.misses and report.error is None:
         report.error = "replay: " + "; ".join(dict.fromkeys(book.misses))
     report.answered_from_trace = sum(lm.calls for lm in lms)
-    replayed = group_runs(events)
+    _compare_tree(group_runs(events), root, book, report)
+    return report
+
+
+def _recorded_models(tree: list[RunRecord]) -> tuple[dict[int, str], set[str]]:
+    """The model each depth of the recorded tree used, and the other models it named."""
+    by_depth: dict[int, str] = {}
+    for run in tree[1:]:
+        for call in run.calls[:1]:
+            by_depth.setdefault(run.depth, call.model)
+    named: set[str] = set()
+    for run in tree:
+        for sub in run.subcalls:
+            if sub.child_run_id is None:
+                by_depth.setdefault(sub.depth, sub.model)
+                if sub.model != by_depth[sub.depth]:
+                    named.add(sub.model)
+    return by_depth, named
+
+
+def _compare_tree(
+    replayed: dict[str, RunRecord], root: RunRecord, book: ReplayBook, report: ReplayReport
+) -> None:
+    """Each replayed run against the recorded run it matches (the root against the root); the
+    cells of a run that matches none are extra."""
     for new in replayed.values():
         if new.parent_id is None:
             old: RunRecord | None = root
@@ -396,7 +410,6 @@ def replay_run(
             )
         else:
             compare_runs(old, new, report)
-    return report
 
 
 def replay(

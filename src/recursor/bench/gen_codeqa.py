@@ -54,6 +54,20 @@ def _filler_module(rng: random.Random, path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _add_filler(rng: random.Random, files: dict[str, str], length: int) -> None:
+    """Filler modules until the repository reaches ``length`` tokens (4 characters each)."""
+    total = sum(len(s) for s in files.values())
+    k = 0
+    while total < length * 4:
+        folder = rng.choice(["config", "util", "services", "models", "api"])
+        if f"{_PKG}/{folder}/__init__.py" not in files:
+            files[f"{_PKG}/{folder}/__init__.py"] = ""
+        path = f"{_PKG}/{folder}/{rng.choice(_NOUNS)}_{rng.choice(_SERVICES)}_{k}.py"
+        files[path] = _filler_module(rng, path)
+        total += len(files[path])
+        k += 1
+
+
 def codeqa(rng: random.Random, index: int, length: int) -> Task:
     cfg1, cfg2, *neg_cfgs = rng.sample(_CONFIGS, 4)
     util, neg_util = rng.sample(_UTILS, 2)
@@ -95,17 +109,7 @@ def codeqa(rng: random.Random, index: int, length: int) -> Task:
         f"def {fn}(n):\n    return {helper}(n {op1} {ref})\n"
     )
 
-    # filler modules until the repository reaches the requested size
-    total = sum(len(s) for s in files.values())
-    k = 0
-    while total < length * 4:
-        folder = rng.choice(["config", "util", "services", "models", "api"])
-        if f"{_PKG}/{folder}/__init__.py" not in files:
-            files[f"{_PKG}/{folder}/__init__.py"] = ""
-        path = f"{_PKG}/{folder}/{rng.choice(_NOUNS)}_{rng.choice(_SERVICES)}_{k}.py"
-        files[path] = _filler_module(rng, path)
-        total += len(files[path])
-        k += 1
+    _add_filler(rng, files, length)
 
     def value(c1: int, helper_op: str) -> int:
         inner = _OPS[op1](arg, c1)

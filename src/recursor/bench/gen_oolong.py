@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections import Counter
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
@@ -200,13 +201,23 @@ def oolong(rng: random.Random, index: int, length: int) -> Task:
 # -- pairs ------------------------------------------------------------------------------------
 
 
-def _satisfies(kind: str, p: str, q: str, cu: Counter[str], cv: Counter[str], *, k: int) -> bool:
-    if kind == "both_either":
-        return (cu[p] + cu[q] >= 1) and (cv[p] + cv[q] >= 1)
-    if kind == "both_at_least":
-        return cu[p] >= k and cv[p] >= k
-    # "one_each": one user has p and the other has q, in either order
-    return (cu[p] >= 1 and cv[q] >= 1) or (cu[q] >= 1 and cv[p] >= 1)
+@dataclass(frozen=True, slots=True)
+class _PairRule:
+    """The condition a pair of users must meet: ``kind`` over labels ``p`` and ``q``."""
+
+    kind: str
+    p: str
+    q: str
+    k: int
+
+    def holds(self, cu: Counter[str], cv: Counter[str]) -> bool:
+        p, q = self.p, self.q
+        if self.kind == "both_either":
+            return (cu[p] + cu[q] >= 1) and (cv[p] + cv[q] >= 1)
+        if self.kind == "both_at_least":
+            return cu[p] >= self.k and cv[p] >= self.k
+        # "one_each": one user has p and the other has q, in either order
+        return (cu[p] >= 1 and cv[q] >= 1) or (cu[q] >= 1 and cv[p] >= 1)
 
 
 def oolong_pairs(rng: random.Random, index: int, length: int) -> Task:
@@ -218,10 +229,9 @@ def oolong_pairs(rng: random.Random, index: int, length: int) -> Task:
     profile: dict[str, Counter[str]] = {}
     for it in items:
         profile.setdefault(it["user"], Counter())[it["label"]] += 1
+    rule = _PairRule(kind, p, q, k)
     gold = [
-        [u, v]
-        for u, v in combinations(sorted(profile), 2)
-        if _satisfies(kind, p, q, profile[u], profile[v], k=k)
+        [u, v] for u, v in combinations(sorted(profile), 2) if rule.holds(profile[u], profile[v])
     ]
     condition = {
         "both_either": f"both users have at least one instance with the label '{p}' or '{q}'",

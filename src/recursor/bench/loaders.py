@@ -359,13 +359,7 @@ def load_browsecomp_plus(
     corpus, from ``corpus`` or from files named ``*corpus*`` in the ``path`` directory, also
     supplies the text of any listed document given without one.
     """
-    parts = [part.strip() for part in docs.split("+") if part.strip()]
-    unknown = sorted(set(parts) - {*_DOC_LISTS, "corpus"})
-    if not parts or unknown:
-        raise ConfigurationError(
-            f"docs={docs!r}: join evidence, gold, negatives, corpus with '+'"
-            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
-        )
+    parts = _doc_parts(docs)
     root = Path(path)
     found = _files(root)
     query_files = [f for f in found if not root.is_dir() or "corpus" not in f.name]
@@ -378,6 +372,7 @@ def load_browsecomp_plus(
         raise ConfigurationError("docs includes 'corpus' but no corpus file was given or found")
     # read on first need, once: the full corpus is gigabytes and most runs never touch it
     corpus_texts = functools.cache(lambda: _corpus(corpus_files))
+    lookup = corpus_texts if corpus_files else None
 
     def make(where: str, row: dict[str, Any]) -> Task | None:
         lists = [_DOC_LISTS[part] for part in parts if part in _DOC_LISTS]
@@ -391,32 +386,12 @@ def load_browsecomp_plus(
         context: dict[str, str] = {}
         for part in parts:
             if part == "corpus":
-                for docid, body in corpus_texts().items():
-                    context.setdefault(docid, body)
-                continue
-            field = _DOC_LISTS[part]
-            if not isinstance(row[field], list):
-                raise ConfigurationError(f"{where}: field {field!r} should be a list")
-            for i, doc in enumerate(row[field]):
-                if not isinstance(doc, dict) or doc.get("docid") is None:
-                    raise ConfigurationError(f"{where}: {field}[{i}] has no 'docid'")
-                docid = str(doc["docid"])
-                text: Any = doc.get("text")
-                if text is None:
-                    text = corpus_texts().get(docid) if corpus_files else None
-                if text is None:
-                    raise ConfigurationError(
-                        f"{where}: {field}[{i}] (docid {docid}) has no text, nor a corpus with it"
-                    )
-                context.setdefault(docid, str(text))
+                pairs: Iterable[tuple[str, str]] = corpus_texts().items()
+            else:
+                pairs = _listed_docs(where, row, _DOC_LISTS[part], lookup)
+            for docid, text in pairs:
+                context.setdefault(docid, text)
         context = dict(sorted(context.items(), key=_docid_order))
-        meta: dict[str, Any] = {k: v for k, v in row.items() if k not in _DOC_LISTS.values()}
-        for field in _DOC_LISTS.values():
-            if isinstance(row.get(field), list):
-                meta[f"{field[:-5]}_docids"] = [
-                    str(d.get("docid")) for d in row[field] if isinstance(d, dict)
-                ]
-        meta["docs"] = "+".join(parts)
         return Task(
             id=f"browsecomp-plus/{row['query_id']}",
             family="browsecomp_plus",
@@ -425,7 +400,52 @@ def load_browsecomp_plus(
             gold=str(row["answer"]).strip(),
             scorer="exact",
             length=len(render(context)) // 4,
-            meta=meta,
+            meta=_browsecomp_meta(row, parts),
         )
 
     return _collect(_rows(query_files), make, limit)
+
+
+def _doc_parts(docs: str) -> list[str]:
+    """The document lists named by ``docs`` (``evidence+negatives``...), checked."""
+    parts = [part.strip() for part in docs.split("+") if part.strip()]
+    unknown = sorted(set(parts) - {*_DOC_LISTS, "corpus"})
+    if not parts or unknown:
+        raise ConfigurationError(
+            f"docs={docs!r}: join evidence, gold, negatives, corpus with '+'"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+    return parts
+
+
+def _listed_docs(
+    where: str, row: dict[str, Any], field: str, corpus: Callable[[], dict[str, str]] | None
+) -> Iterator[tuple[str, str]]:
+    """(docid, text) of the documents a query row lists under ``field``; a document given
+    without its text takes it from ``corpus``."""
+    if not isinstance(row[field], list):
+        raise ConfigurationError(f"{where}: field {field!r} should be a list")
+    for i, doc in enumerate(row[field]):
+        if not isinstance(doc, dict) or doc.get("docid") is None:
+            raise ConfigurationError(f"{where}: {field}[{i}] has no 'docid'")
+        docid = str(doc["docid"])
+        text: Any = doc.get("text")
+        if text is None and corpus is not None:
+            text = corpus().get(docid)
+        if text is None:
+            raise ConfigurationError(
+                f"{where}: {field}[{i}] (docid {docid}) has no text, nor a corpus with it"
+            )
+        yield docid, str(text)
+
+
+def _browsecomp_meta(row: dict[str, Any], parts: list[str]) -> dict[str, Any]:
+    """A query row without its document lists, which become their docids."""
+    meta: dict[str, Any] = {k: v for k, v in row.items() if k not in _DOC_LISTS.values()}
+    for field in _DOC_LISTS.values():
+        if isinstance(row.get(field), list):
+            meta[f"{field[:-5]}_docids"] = [
+                str(d.get("docid")) for d in row[field] if isinstance(d, dict)
+            ]
+    meta["docs"] = "+".join(parts)
+    return meta

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from recursor.bench.methods import Attempt, Models
 from recursor.bench.registry import method
@@ -113,19 +113,25 @@ class _Appender:
             f.write(line)
 
 
+class MatrixOptions(TypedDict, total=False):
+    """How :func:`run_matrix` runs its jobs."""
+
+    #: jobs at once (default 1)
+    concurrency: int
+    #: ``on_record(record, done, total)``, called as each job ends (for progress display)
+    on_record: Callable[[Record, int, int], None] | None
+
+
 def run_matrix(
     tasks: Iterable[Task],
     methods: Sequence[str],
     models: Models,
     out_dir: str | Path,
-    *,
-    concurrency: int = 1,
-    on_record: Callable[[Record, int, int], None] | None = None,
+    **options: Unpack[MatrixOptions],
 ) -> list[Record]:
-    """Run every method on every task; the records of this matrix, cached ones included.
-
-    ``on_record(record, done, total)`` is called as each job ends (for progress display).
-    """
+    """Run every method on every task; the records of this matrix, cached ones included."""
+    concurrency = options.get("concurrency", 1)
+    on_record = options.get("on_record")
     for name in methods:
         method(name)  # unknown names fail before anything runs
     out = Path(out_dir)

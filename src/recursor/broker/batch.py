@@ -140,22 +140,32 @@ class Broker:
             tasks.append(task)
             await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
 
-        rt = s.runtime
         try:
-            future = rt.submit(batch())
-            stopping = False
-            while True:
-                try:
-                    future.result(timeout=POLL_S)
-                    break
-                except concurrent.futures.TimeoutError:
-                    if cancel.is_set() and tasks and not stopping:
-                        # cancel the batch on the loop and wait for it to unwind, so no item
-                        # writes its outcome after we have read them all
-                        stopping = True
-                        rt.call_soon(tasks[0].cancel)
+            self._wait(s.runtime.submit(batch()), tasks, cancel)
         except (RuntimeError, concurrent.futures.CancelledError, asyncio.CancelledError):
             pass  # cancelled, or the run ended under us: items without an outcome say so below
+        self._settle(items, cancel)
+
+    def _wait(
+        self,
+        future: concurrent.futures.Future[Any],
+        tasks: list[asyncio.Task[Any]],
+        cancel: Cancel,
+    ) -> None:
+        """Wait for the batch on the loop; when ``cancel`` is set, cancel it there and wait
+        for it to unwind, so no item writes its outcome after we have read them all."""
+        stopping = False
+        while True:
+            try:
+                future.result(timeout=POLL_S)
+                return
+            except concurrent.futures.TimeoutError:
+                if cancel.is_set() and tasks and not stopping:
+                    stopping = True
+                    self.scope.runtime.call_soon(tasks[0].cancel)
+
+    def _settle(self, items: list[ItemResult], cancel: Cancel) -> None:
+        """Items without an outcome were cancelled; give back the sub-calls never made."""
         for item in items:
             if not item.done:
                 item.fail(
@@ -165,7 +175,7 @@ class Broker:
         unstarted = sum(item.cancelled_unstarted for item in items)
         if unstarted:
             # never made: they must not use up max_subcalls for the cells that come after
-            s.ledger.release_subcalls(unstarted)
+            self.scope.ledger.release_subcalls(unstarted)
 
     def _model(self, model: str | None, depth: int) -> LM:
         s = self.scope

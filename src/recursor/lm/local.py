@@ -35,7 +35,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypedDict, Unpack, cast
 
 from recursor.errors import BadResponseError, ConfigurationError, ContextWindowExceeded, LMError
 from recursor.lm.base import Completion, LMProfile, Message, SyncLM
@@ -352,30 +352,54 @@ def _model_file(model: str) -> Path:
     return path.resolve()
 
 
-def create(
-    model: str = DEFAULT_EMBEDDED_MODEL,
-    *,
-    temperature: float = 0.0,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
-    n_ctx: int = DEFAULT_N_CTX,
-    n_threads: int = DEFAULT_THREADS,
-    cache_ram_mib: int = DEFAULT_CACHE_RAM_MIB,
-    seed: int = 0,
-    verbose: bool = False,
-) -> LocalLM:
+class LocalOptions(TypedDict, total=False):
+    """The keywords of :func:`create`."""
+
+    #: per request (default 0.0)
+    temperature: float
+    #: per request (default DEFAULT_MAX_TOKENS)
+    max_tokens: int
+    #: the runtime's context size in tokens, at least 256 (default DEFAULT_N_CTX)
+    n_ctx: int
+    #: at least 1 (default DEFAULT_THREADS)
+    n_threads: int
+    #: the runtime's prompt cache (default DEFAULT_CACHE_RAM_MIB)
+    cache_ram_mib: int
+    #: per request (default 0)
+    seed: int
+    #: the runtime's own logging (default False)
+    verbose: bool
+
+
+def create(model: str = DEFAULT_EMBEDDED_MODEL, **options: Unpack[LocalOptions]) -> LocalLM:
     """The LM for ``local:<model>`` (what :func:`recursor.lm.registry.resolve_lm` calls).
 
     ``model`` is an embedded model's name (assembled into the cache on first use) or the path
     of a GGUF file. Checks that the file and the xllamacpp runtime are there; the weights are
     loaded by the first call.
     """
+    unknown = sorted(set(options) - set(LocalOptions.__annotations__))
+    if unknown:  # what Python says of a keyword the signature lacks
+        raise TypeError(f"create() got unexpected keyword argument(s): {', '.join(unknown)}")
+    n_ctx = options.get("n_ctx", DEFAULT_N_CTX)
+    n_threads = options.get("n_threads", DEFAULT_THREADS)
     if n_ctx < 256:
         raise ConfigurationError(f"n_ctx must be at least 256, got {n_ctx}")
     if n_threads < 1:
         raise ConfigurationError(f"n_threads must be at least 1, got {n_threads}")
     path = _model_file(model)
     _check_runtime()
-    config = RuntimeConfig(str(path), n_ctx, n_threads, cache_ram_mib, verbose)
+    config = RuntimeConfig(
+        str(path),
+        n_ctx,
+        n_threads,
+        options.get("cache_ram_mib", DEFAULT_CACHE_RAM_MIB),
+        options.get("verbose", False),
+    )
     return LocalLM(
-        f"local:{model}", config, temperature=temperature, max_tokens=max_tokens, seed=seed
+        f"local:{model}",
+        config,
+        temperature=options.get("temperature", 0.0),
+        max_tokens=options.get("max_tokens", DEFAULT_MAX_TOKENS),
+        seed=options.get("seed", 0),
     )

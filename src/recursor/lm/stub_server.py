@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from recursor.usage import estimate_message_tokens, estimate_tokens
 
@@ -100,6 +100,18 @@ class StubScript:
     record: bool = True
 
 
+class StubBehaviour(TypedDict, total=False):
+    """The keywords of :class:`StubServer` after ``handler``: :class:`StubScript`'s fields."""
+
+    delay: float
+    fail_first: int
+    fail_status: int
+    retry_after: float
+    omit_usage: bool
+    hang: bool
+    record: bool
+
+
 @dataclass(slots=True)
 class _State:
     script: StubScript
@@ -116,22 +128,9 @@ class StubServer:
     def __init__(
         self,
         handler: Callable[[Chat], str | StubReply] | None = None,
-        *,
-        delay: float = 0.0,
-        fail_first: int = 0,
-        fail_status: int = 429,
-        retry_after: float = 0.01,
-        omit_usage: bool = False,
-        hang: bool = False,
+        **behaviour: Unpack[StubBehaviour],
     ) -> None:
-        script = StubScript(
-            delay=delay,
-            fail_first=fail_first,
-            fail_status=fail_status,
-            retry_after=retry_after,
-            omit_usage=omit_usage,
-            hang=hang,
-        )
+        script = StubScript(**behaviour)
         if handler is not None:
             script.handler = handler
         self._state = _State(script)

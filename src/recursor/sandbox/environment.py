@@ -12,7 +12,7 @@ import functools
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from recursor.errors import SandboxError
 from recursor.sandbox import wire
@@ -85,9 +85,25 @@ class SpareWorker:
             spare.discard()
 
 
+class WorkerOptions(TypedDict, total=False):
+    """The keywords every worker environment takes (:class:`WorkerEnvironment` says what they
+    do); a subclass adds its own before them."""
+
+    limits: WorkerLimits | None
+    #: default 1.0
+    grace_s: float
+    #: how long a worker may take to start (default 60.0)
+    start_timeout_s: float
+    #: default False here; an environment whose workers can start generic says otherwise
+    prestart: bool
+    #: default True
+    hardened: bool
+
+
 class WorkerEnvironment:
     """Each session is one worker, started by ``launcher``.
 
+    ``start_timeout_s``: how long a worker may take to start.
     ``grace_s``: how long an interrupted cell may take to stop before its worker is killed.
     ``prestart``: keep one spare worker started ahead (only where the launcher allows it).
     ``hardened``: the worker confines itself once its context is loaded (hardening.py) and the
@@ -97,16 +113,17 @@ class WorkerEnvironment:
 
     name = "worker"
 
-    def __init__(
-        self,
-        launcher: Launcher,
-        *,
-        limits: WorkerLimits | None = None,
-        grace_s: float = 1.0,
-        start_timeout_s: float = 60.0,
-        prestart: bool = False,
-        hardened: bool = True,
-    ) -> None:
+    def __init__(self, launcher: Launcher, **options: Unpack[WorkerOptions]) -> None:
+        unknown = sorted(set(options) - set(WorkerOptions.__annotations__))
+        if unknown:  # what Python says of a keyword the signature lacks
+            raise TypeError(
+                f"{type(self).__name__}() got unexpected keyword argument(s): {', '.join(unknown)}"
+            )
+        limits = options.get("limits")
+        grace_s = options.get("grace_s", 1.0)
+        start_timeout_s = options.get("start_timeout_s", 60.0)
+        prestart = options.get("prestart", False)
+        hardened = options.get("hardened", True)
         self.launcher = launcher
         self.limits = limits or WorkerLimits()
         self.grace_s = grace_s

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Iterable
 from typing import Any
 
 from recursor.errors import ProtocolError
@@ -52,32 +53,33 @@ def _lift(obj: Any, path: _Path, out: list[tuple[_Path, bytes]]) -> Any:
             return None
         return obj
     if isinstance(obj, dict):
-        new: dict[Any, Any] | None = None
-        for key, value in obj.items():
-            if not isinstance(key, str) or not isinstance(value, str | dict | list | tuple):
-                continue
-            path.append(key)
-            lifted = _lift(value, path, out)
-            path.pop()
-            if lifted is not value:
-                if new is None:
-                    new = dict(obj)
-                new[key] = lifted
-        return obj if new is None else new
+        changed = _lift_children(((k, v) for k, v in obj.items() if isinstance(k, str)), path, out)
+        return {**obj, **changed} if changed else obj
     if isinstance(obj, list | tuple):
-        items: list[Any] | None = None
-        for index, value in enumerate(obj):
-            if not isinstance(value, str | dict | list | tuple):
-                continue
-            path.append(index)
-            lifted = _lift(value, path, out)
-            path.pop()
-            if lifted is not value:
-                if items is None:
-                    items = list(obj)
-                items[index] = lifted
-        return obj if items is None else items
+        changed = _lift_children(enumerate(obj), path, out)
+        if not changed:
+            return obj
+        items = list(obj)
+        for index, lifted in changed.items():
+            items[int(index)] = lifted
+        return items
     return obj
+
+
+def _lift_children(
+    pairs: Iterable[tuple[str | int, Any]], path: _Path, out: list[tuple[_Path, bytes]]
+) -> dict[str | int, Any]:
+    """The children (key or index, value) of one container that lifting changed."""
+    changed: dict[str | int, Any] = {}
+    for key, value in pairs:
+        if not isinstance(value, str | dict | list | tuple):
+            continue  # nothing below it can be a big string
+        path.append(key)
+        lifted = _lift(value, path, out)
+        path.pop()
+        if lifted is not value:
+            changed[key] = lifted
+    return changed
 
 
 def encode(obj: dict[str, Any], max_frame: int = MAX_FRAME) -> list[bytes]:

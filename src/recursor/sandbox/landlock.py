@@ -75,40 +75,19 @@ def restrict(read_only: Iterable[str], read_write: Iterable[str]) -> tuple[bool,
     fs = _fs_rights(abi)
     net = (_NET_BIND_TCP | _NET_CONNECT_TCP) if abi >= 4 else 0
     scoped = (_SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL) if abi >= 6 else 0
-    if abi >= 6:
-        attr = struct.pack("QQQ", fs, net, scoped)
-    elif abi >= 4:
-        attr = struct.pack("QQ", fs, net)
-    else:
-        attr = struct.pack("Q", fs)
+    attr = _ruleset_attr(abi, fs, net, scoped)
     buf = ctypes.create_string_buffer(attr, len(attr))
     ruleset = libc.syscall(_SYS_CREATE_RULESET, buf, len(attr), 0)
     if ruleset < 0:
         return False, f"landlock_create_ruleset: {os.strerror(ctypes.get_errno())}"
-    granted = 0
     try:
         rules = [(p, READ_ONLY) for p in read_only] + [(p, fs) for p in read_write]
-        for path, rights in rules:
-            try:
-                fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                allowed = rights & fs
-                if not os.path.isdir(path):
-                    allowed &= _FILE_RIGHTS
-                rule = ctypes.create_string_buffer(struct.pack("=Qi", allowed, fd), 12)
-                if libc.syscall(_SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, rule, 0) != 0:
-                    return False, f"landlock_add_rule({path}): {os.strerror(ctypes.get_errno())}"
-                granted += 1
-            finally:
-                os.close(fd)
-        if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
-            return False, f"PR_SET_NO_NEW_PRIVS: {os.strerror(ctypes.get_errno())}"
-        if libc.syscall(_SYS_RESTRICT_SELF, ruleset, 0) != 0:
-            return False, f"landlock_restrict_self: {os.strerror(ctypes.get_errno())}"
+        granted, failure = _add_path_rules(libc, ruleset, rules, fs)
+        failure = failure or _restrict_self(libc, ruleset)
     finally:
         os.close(ruleset)
+    if failure:
+        return False, failure
     extra = []
     if net:
         extra.append("TCP bind/connect denied")
@@ -116,3 +95,44 @@ def restrict(read_only: Iterable[str], read_write: Iterable[str]) -> tuple[bool,
         extra.append("signals and abstract sockets scoped to the sandbox")
     tail = f"; {', '.join(extra)}" if extra else ""
     return True, f"ABI {abi}, {granted} path rules{tail}"
+
+
+def _ruleset_attr(abi: int, fs: int, net: int, scoped: int) -> bytes:
+    """``struct landlock_ruleset_attr`` as long as this ABI knows it (it grew a field at 4, 6)."""
+    if abi >= 6:
+        return struct.pack("QQQ", fs, net, scoped)
+    if abi >= 4:
+        return struct.pack("QQ", fs, net)
+    return struct.pack("Q", fs)
+
+
+def _add_path_rules(
+    libc: ctypes.CDLL, ruleset: int, rules: list[tuple[str, int]], fs: int
+) -> tuple[int, str | None]:
+    """Add a path-beneath rule per existing path; (rules added, the failure if one failed)."""
+    granted = 0
+    for path, rights in rules:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            allowed = rights & fs
+            if not os.path.isdir(path):
+                allowed &= _FILE_RIGHTS
+            rule = ctypes.create_string_buffer(struct.pack("=Qi", allowed, fd), 12)
+            if libc.syscall(_SYS_ADD_RULE, ruleset, _RULE_PATH_BENEATH, rule, 0) != 0:
+                return granted, f"landlock_add_rule({path}): {os.strerror(ctypes.get_errno())}"
+            granted += 1
+        finally:
+            os.close(fd)
+    return granted, None
+
+
+def _restrict_self(libc: ctypes.CDLL, ruleset: int) -> str | None:
+    """Put the ruleset in force on this process; the failure, or None."""
+    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        return f"PR_SET_NO_NEW_PRIVS: {os.strerror(ctypes.get_errno())}"
+    if libc.syscall(_SYS_RESTRICT_SELF, ruleset, 0) != 0:
+        return f"landlock_restrict_self: {os.strerror(ctypes.get_errno())}"
+    return None

@@ -205,38 +205,66 @@ class WorkerSession:
                 result.duration_s = result.duration_s or time.monotonic() - t0
                 return result
             try:
-                kind, payload, extra = self._events.get(
-                    timeout=POLL_S if left is None else min(POLL_S, left)
-                )
+                event = self._events.get(timeout=POLL_S if left is None else min(POLL_S, left))
             except queue.Empty:
                 continue
-            if kind == "frame":
-                assert isinstance(payload, wire.Frame)
-                try:
-                    wire.expect(payload, _CELL_FRAMES)
-                except ProtocolError as exc:
-                    kind, payload = "broken", str(exc)
-                else:
-                    if isinstance(payload, wire.Result):
-                        return payload.cell
-                    assert isinstance(payload, wire.Subcall)
-                    token = next(self._tokens)
-                    pending[token] = (payload.id, len(payload.request.prompts))
-                    self._serve(token, payload.request, cell)
-            if kind == "subcall_done" and isinstance(payload, int) and payload in pending:
-                assert isinstance(extra, SubcallResponse)
-                self._send(wire.SubcallResult(pending.pop(payload)[0], extra))
-            elif kind in ("eof", "broken"):
-                # the worker is gone: nobody will read the answers of its sub-calls
-                cell.set("the REPL was lost")
-                why = (
-                    f"the REPL broke the channel protocol ({payload})"
-                    if kind == "broken"
-                    else f"the REPL process died ({self._crash_detail()})"
-                )
-                result = self._lost(why, output_limit)
-                result.duration_s = time.monotonic() - t0
-                return result
+            ended = self._on_event(event, pending, cell, output_limit, t0)
+            if ended is not None:
+                return ended
+
+    def _on_event(
+        self,
+        event: _Event,
+        pending: dict[int, tuple[int, int]],
+        cell: Cancel,
+        output_limit: int,
+        t0: float,
+    ) -> CellResult | None:
+        """One event of the cell started at ``t0``; its result when the event ends the cell."""
+        kind, payload, extra = event
+        if kind == "frame":
+            assert isinstance(payload, wire.Frame)
+            done = self._on_frame(payload, pending, cell)
+            if isinstance(done, CellResult) or done is None:
+                return done
+            kind, payload = "broken", done
+        if kind == "subcall_done" and isinstance(payload, int) and payload in pending:
+            assert isinstance(extra, SubcallResponse)
+            self._send(wire.SubcallResult(pending.pop(payload)[0], extra))
+        elif kind in ("eof", "broken"):
+            broken = payload if kind == "broken" else None
+            result = self._worker_gone(cell, broken=broken, output_limit=output_limit)
+            result.duration_s = time.monotonic() - t0
+            return result
+        return None
+
+    def _worker_gone(self, cell: Cancel, *, broken: object, output_limit: int) -> CellResult:
+        """The cell's result when the worker died (``broken`` None) or broke the protocol."""
+        # the worker is gone: nobody will read the answers of its sub-calls
+        cell.set("the REPL was lost")
+        why = (
+            f"the REPL process died ({self._crash_detail()})"
+            if broken is None
+            else f"the REPL broke the channel protocol ({broken})"
+        )
+        return self._lost(why, output_limit)
+
+    def _on_frame(
+        self, frame: wire.Frame, pending: dict[int, tuple[int, int]], cell: Cancel
+    ) -> CellResult | str | None:
+        """A frame during a cell: the cell's result; None for a sub-call it started (now in
+        ``pending``); or, as a string, how the frame broke the protocol."""
+        try:
+            wire.expect(frame, _CELL_FRAMES)
+        except ProtocolError as exc:
+            return str(exc)
+        if isinstance(frame, wire.Result):
+            return frame.cell
+        assert isinstance(frame, wire.Subcall)
+        token = next(self._tokens)
+        pending[token] = (frame.id, len(frame.request.prompts))
+        self._serve(token, frame.request, cell)
+        return None
 
     def _serve(self, token: int, request: SubcallRequest, cell: Cancel) -> None:
         def work() -> None:

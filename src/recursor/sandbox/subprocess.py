@@ -15,8 +15,9 @@ the limits in limits.py. The names other code imports from here stay importable 
 from __future__ import annotations
 
 import sys
+from typing import Unpack
 
-from recursor.sandbox.environment import WorkerEnvironment
+from recursor.sandbox.environment import WorkerEnvironment, WorkerOptions
 from recursor.sandbox.hardening import Measure
 from recursor.sandbox.launch import (
     WORKER_PATH,
@@ -76,22 +77,7 @@ class SubprocessEnvironment(WorkerEnvironment):
 
     name = "subprocess"
 
-    def __init__(
-        self,
-        *,
-        limits: WorkerLimits | None = None,
-        python: str = sys.executable,
-        grace_s: float = 1.0,
-        start_timeout_s: float = 60.0,
-        prestart: bool = True,
-        hardened: bool = True,
-    ) -> None:
-        super().__init__(
-            ProcessLauncher(python),
-            limits=limits,
-            grace_s=grace_s,
-            start_timeout_s=start_timeout_s,
-            prestart=prestart,
-            hardened=hardened,
-        )
+    def __init__(self, *, python: str = sys.executable, **options: Unpack[WorkerOptions]) -> None:
+        options.setdefault("prestart", True)
+        super().__init__(ProcessLauncher(python), **options)
         self.python = python

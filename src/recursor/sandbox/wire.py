@@ -225,48 +225,80 @@ def _hints(cls: type[Any]) -> dict[str, Any]:
 
 def _value(tp: Any, value: Any, where: str) -> Any:
     """``value`` checked against the annotation ``tp`` (and converted where JSON is looser)."""
-    if tp is Any:
-        return value
-    if tp is type(None) or tp is None:
-        if value is not None:
-            raise ProtocolError(f"{where}: expected null, got {type(value).__name__}")
-        return None
-    if tp in (str, bool):
-        if type(value) is not tp:
-            raise ProtocolError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
-        return value
-    if tp is int:  # a bool is an int to Python, never to the protocol
-        if type(value) is not int:
-            raise ProtocolError(f"{where}: expected an integer, got {type(value).__name__}")
-        return value
-    if tp is float:
-        if type(value) not in (int, float):
-            raise ProtocolError(f"{where}: expected a number, got {type(value).__name__}")
-        return float(value)
+    scalar = _SCALARS.get(tp)
+    if scalar is not None:
+        return scalar(value, where)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return _record(tp, value, where)
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Literal:
-        if value not in args or type(value) is bool:
-            raise ProtocolError(f"{where}: expected one of {list(args)}, got {_show(value)}")
-        return value
-    if origin in (types.UnionType, typing.Union):
-        for option in args:
-            try:
-                return _value(option, value, where)
-            except ProtocolError:
-                continue
-        raise ProtocolError(f"{where}: {type(value).__name__} is none of the allowed types")
-    if origin is list:
-        if not isinstance(value, list):
-            raise ProtocolError(f"{where}: expected a list, got {type(value).__name__}")
-        if args and args[0] is not Any:
-            return [_value(args[0], item, f"{where}[{i}]") for i, item in enumerate(value)]
-        return value
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ProtocolError(f"{where}: expected an object, got {type(value).__name__}")
-        if args and args[1] is not Any:
-            return {k: _value(args[1], v, f"{where}.{k}") for k, v in value.items()}
-        return value
+    generic = _GENERICS.get(typing.get_origin(tp))
+    if generic is not None:
+        return generic(typing.get_args(tp), value, where)
     raise TypeError(f"wire.py cannot check fields of type {tp!r} (at {where})")  # our bug
+
+
+def _exact(
+    kinds: tuple[type, ...], expected: str, convert: Callable[[Any], Any] = lambda v: v
+) -> Callable[[Any, str], Any]:
+    """A check that the JSON value is exactly of one of ``kinds`` (``type(v) is``, not
+    ``isinstance``: a bool is an int to Python, never to the protocol)."""
+
+    def check(value: Any, where: str) -> Any:
+        if type(value) not in kinds:
+            raise ProtocolError(f"{where}: expected {expected}, got {type(value).__name__}")
+        return convert(value)
+
+    return check
+
+
+_NULL = _exact((type(None),), "null")
+#: the leaf annotations, by the annotation itself
+_SCALARS: dict[Any, Callable[[Any, str], Any]] = {
+    Any: lambda value, where: value,
+    None: _NULL,
+    type(None): _NULL,
+    str: _exact((str,), "str"),
+    bool: _exact((bool,), "bool"),
+    int: _exact((int,), "an integer"),
+    float: _exact((int, float), "a number", float),
+}
+
+
+def _literal(args: tuple[Any, ...], value: Any, where: str) -> Any:
+    if value not in args or type(value) is bool:
+        raise ProtocolError(f"{where}: expected one of {list(args)}, got {_show(value)}")
+    return value
+
+
+def _union(args: tuple[Any, ...], value: Any, where: str) -> Any:
+    for option in args:
+        try:
+            return _value(option, value, where)
+        except ProtocolError:
+            continue
+    raise ProtocolError(f"{where}: {type(value).__name__} is none of the allowed types")
+
+
+def _list(args: tuple[Any, ...], value: Any, where: str) -> Any:
+    if not isinstance(value, list):
+        raise ProtocolError(f"{where}: expected a list, got {type(value).__name__}")
+    if args and args[0] is not Any:
+        return [_value(args[0], item, f"{where}[{i}]") for i, item in enumerate(value)]
+    return value
+
+
+def _dict(args: tuple[Any, ...], value: Any, where: str) -> Any:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{where}: expected an object, got {type(value).__name__}")
+    if args and args[1] is not Any:
+        return {k: _value(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    return value
+
+
+#: the generic annotations, by their origin (``typing.get_origin``)
+_GENERICS: dict[Any, Callable[[tuple[Any, ...], Any, str], Any]] = {
+    Literal: _literal,
+    types.UnionType: _union,
+    typing.Union: _union,
+    list: _list,
+    dict: _dict,
+}

@@ -91,8 +91,7 @@ class OTelSink:
         self,
         run_id: str,
         name: str,
-        start: float,
-        end: float,
+        window: tuple[float, float],
         attrs: dict[str, Any],
         *,
         error: str | None = None,
@@ -100,6 +99,7 @@ class OTelSink:
         parent = self._runs.get(run_id)
         if parent is None:
             return
+        start, end = window
         span = self.tracer.start_span(
             name,
             context=otel_trace.set_span_in_context(parent),
@@ -134,94 +134,109 @@ class OTelSink:
 
     def _handle(self, event: Event) -> None:
         if isinstance(event, RunStarted):
-            parent = self._runs.get(event.parent_id or "")
-            ctx = otel_trace.set_span_in_context(parent) if parent is not None else None
-            self._runs[event.run_id] = self.tracer.start_span(
-                "rlm.run",
-                context=ctx,
-                start_time=_ns(event.t),
-                attributes=_attrs(
-                    {
-                        "rlm.run_id": event.run_id,
-                        "rlm.parent_id": event.parent_id,
-                        "rlm.depth": event.depth,
-                        "rlm.query": self._content(event.query),
-                        "rlm.context.type": event.context_meta.get("type"),
-                        "rlm.context.chars": event.context_meta.get("total_chars"),
-                        "rlm.root_model": event.config.get("root"),
-                        "rlm.sub_model": event.config.get("sub"),
-                        "rlm.max_depth": event.config.get("max_depth"),
-                        "rlm.environment": event.config.get("environment"),
-                    }
-                ),
-            )
+            self._run_started(event)
         elif isinstance(event, ModelCalled):
-            self._child(
-                event.run_id,
-                f"chat {event.model}",
-                event.t - event.latency_s,
-                event.t,
-                {
-                    **_chat_attributes(event.model, event.usage),
-                    "rlm.iteration": event.iteration,
-                    "rlm.reply": self._content(event.reply),
-                },
-            )
+            self._model_called(event)
         elif isinstance(event, CellRan):
-            self._child(
-                event.run_id,
-                "rlm.cell",
-                event.t - event.duration_s,
-                event.t,
-                {
-                    "rlm.iteration": event.iteration,
-                    "rlm.cell.index": event.index,
-                    "rlm.cell.code": self._content(event.code),
-                    "rlm.cell.stdout_chars": len(event.stdout),
-                    "rlm.cell.error": self._content(event.error),
-                    "rlm.cell.timed_out": event.timed_out,
-                },
-                error=event.error,
-            )
+            self._cell_ran(event)
         elif isinstance(event, SubcallMade):
-            if event.child_run_id is not None:
-                return  # the child run is a span of its own, under this run
-            self._child(
-                event.run_id,
-                f"chat {event.model}",
-                event.t - event.latency_s,
-                event.t,
-                {
-                    **_chat_attributes(event.model, event.usage),
-                    "rlm.subcall.kind": event.kind,
-                    "rlm.subcall.depth": event.depth,
-                    "rlm.subcall.prompt_chars": event.prompt_chars,
-                    "rlm.subcall.error": event.error,
-                },
-                error=event.error,
-            )
+            self._subcall_made(event)
         elif isinstance(event, LimitHit):
-            run = self._runs.get(event.run_id)
-            if run is not None:
-                run.add_event(
-                    "rlm.limit_hit",
-                    {"rlm.limit": event.limit, "rlm.message": event.message},
-                    timestamp=_ns(event.t),
-                )
+            self._limit_hit(event)
         elif isinstance(event, RunFinished):
-            run = self._runs.pop(event.run_id, None)
-            if run is None:
-                return
-            run.set_attributes(
-                _attrs(
-                    {
-                        "rlm.stop_reason": event.stop_reason,
-                        "rlm.iterations": event.iterations,
-                        "rlm.answer": self._content(event.answer),
-                        "rlm.error": event.error,
-                    }
-                )
+            self._run_finished(event)
+
+    def _run_started(self, event: RunStarted) -> None:
+        parent = self._runs.get(event.parent_id or "")
+        ctx = otel_trace.set_span_in_context(parent) if parent is not None else None
+        self._runs[event.run_id] = self.tracer.start_span(
+            "rlm.run",
+            context=ctx,
+            start_time=_ns(event.t),
+            attributes=_attrs(
+                {
+                    "rlm.run_id": event.run_id,
+                    "rlm.parent_id": event.parent_id,
+                    "rlm.depth": event.depth,
+                    "rlm.query": self._content(event.query),
+                    "rlm.context.type": event.context_meta.get("type"),
+                    "rlm.context.chars": event.context_meta.get("total_chars"),
+                    "rlm.root_model": event.config.get("root"),
+                    "rlm.sub_model": event.config.get("sub"),
+                    "rlm.max_depth": event.config.get("max_depth"),
+                    "rlm.environment": event.config.get("environment"),
+                }
+            ),
+        )
+
+    def _model_called(self, event: ModelCalled) -> None:
+        self._child(
+            event.run_id,
+            f"chat {event.model}",
+            (event.t - event.latency_s, event.t),
+            {
+                **_chat_attributes(event.model, event.usage),
+                "rlm.iteration": event.iteration,
+                "rlm.reply": self._content(event.reply),
+            },
+        )
+
+    def _cell_ran(self, event: CellRan) -> None:
+        self._child(
+            event.run_id,
+            "rlm.cell",
+            (event.t - event.duration_s, event.t),
+            {
+                "rlm.iteration": event.iteration,
+                "rlm.cell.index": event.index,
+                "rlm.cell.code": self._content(event.code),
+                "rlm.cell.stdout_chars": len(event.stdout),
+                "rlm.cell.error": self._content(event.error),
+                "rlm.cell.timed_out": event.timed_out,
+            },
+            error=event.error,
+        )
+
+    def _subcall_made(self, event: SubcallMade) -> None:
+        if event.child_run_id is not None:
+            return  # the child run is a span of its own, under this run
+        self._child(
+            event.run_id,
+            f"chat {event.model}",
+            (event.t - event.latency_s, event.t),
+            {
+                **_chat_attributes(event.model, event.usage),
+                "rlm.subcall.kind": event.kind,
+                "rlm.subcall.depth": event.depth,
+                "rlm.subcall.prompt_chars": event.prompt_chars,
+                "rlm.subcall.error": event.error,
+            },
+            error=event.error,
+        )
+
+    def _limit_hit(self, event: LimitHit) -> None:
+        run = self._runs.get(event.run_id)
+        if run is not None:
+            run.add_event(
+                "rlm.limit_hit",
+                {"rlm.limit": event.limit, "rlm.message": event.message},
+                timestamp=_ns(event.t),
             )
-            if event.stop_reason != "final":
-                run.set_status(Status(StatusCode.ERROR, event.error or event.stop_reason))
-            run.end(end_time=_ns(event.t))
+
+    def _run_finished(self, event: RunFinished) -> None:
+        run = self._runs.pop(event.run_id, None)
+        if run is None:
+            return
+        run.set_attributes(
+            _attrs(
+                {
+                    "rlm.stop_reason": event.stop_reason,
+                    "rlm.iterations": event.iterations,
+                    "rlm.answer": self._content(event.answer),
+                    "rlm.error": event.error,
+                }
+            )
+        )
+        if event.stop_reason != "final":
+            run.set_status(Status(StatusCode.ERROR, event.error or event.stop_reason))
+        run.end(end_time=_ns(event.t))

@@ -28,8 +28,10 @@ import shlex
 import threading
 import time
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Unpack
 
+from recursor.sandbox.environment import WorkerOptions
 from recursor.sandbox.hardening import Measure
 from recursor.sandbox.launch import SpawnRequest
 from recursor.sandbox.remote.streamed import (
@@ -99,28 +101,38 @@ class DaytonaBox:
         self._sandbox.delete()
 
 
+@dataclass(frozen=True, slots=True)
+class DaytonaSandbox:
+    """What every sandbox of one environment is created with."""
+
+    image: str
+    cpus: int
+    disk_gb: int
+    idle_stop_minutes: int
+    create_timeout_s: float
+
+
+class DaytonaOptions(WorkerOptions, total=False):
+    """:class:`DaytonaEnvironment`'s keywords: its sandbox's (defaults: ``python:3.11-slim``,
+    1 CPU, 3 GB disk, stopped after 30 idle minutes), the streamed environment's, and every
+    worker environment's."""
+
+    image: str
+    cpus: int
+    disk_gb: int
+    idle_stop_minutes: int
+    remote_dir: str | None
+    python_in_sandbox: str
+
+
 class DaytonaVendor:
     """Creates Daytona sandboxes (see the module docstring), with one client for them all."""
 
     name = "daytona"
 
-    def __init__(
-        self,
-        sdk: Any,
-        *,
-        image: str,
-        cpus: int,
-        disk_gb: int,
-        api_key: str | None,
-        idle_stop_minutes: int,
-        create_timeout_s: float,
-    ) -> None:
+    def __init__(self, sdk: Any, sandbox: DaytonaSandbox, *, api_key: str | None) -> None:
         self.sdk = sdk
-        self.image = image
-        self.cpus = cpus
-        self.disk_gb = disk_gb
-        self.idle_stop_minutes = idle_stop_minutes
-        self.create_timeout_s = create_timeout_s
+        self.sandbox = sandbox
         self._config = sdk.DaytonaConfig(api_key=api_key) if api_key else None
         self._client: Any = None
         self._client_lock = threading.Lock()
@@ -133,16 +145,16 @@ class DaytonaVendor:
             return self._client
 
     def open_box(self, request: SpawnRequest, remote_dir: str, memory_mb: int | None) -> Box:
-        sdk = self.sdk
+        sdk, spec = self.sdk, self.sandbox
         params = sdk.CreateSandboxFromImageParams(
-            image=self.image,
-            resources=sdk.Resources(cpu=self.cpus, memory=_gib(memory_mb), disk=self.disk_gb),
+            image=spec.image,
+            resources=sdk.Resources(cpu=spec.cpus, memory=_gib(memory_mb), disk=spec.disk_gb),
             network_block_all=True,
             ephemeral=True,
-            auto_stop_interval=self.idle_stop_minutes,
+            auto_stop_interval=spec.idle_stop_minutes,
             labels={"created_by": "recursor"},
         )
-        box = DaytonaBox(sdk, self.client().create(params, timeout=self.create_timeout_s))
+        box = DaytonaBox(sdk, self.client().create(params, timeout=spec.create_timeout_s))
         try:
             box.upload(package_files(remote_dir))
         except BaseException:
@@ -153,12 +165,13 @@ class DaytonaVendor:
     def measures(self, box: Box, memory_mb: int | None) -> list[Measure]:
         gib = _gib(memory_mb)
         mem = f"{gib} GiB" if gib else "default memory"
+        spec = self.sandbox
         return [
             Measure(
                 "daytona",
                 True,
-                f"sandbox {box.ident}, image {self.image}; network_block_all=True; "
-                f"{self.cpus} CPUs, {mem}, {self.disk_gb} GiB disk; context uploaded with "
+                f"sandbox {box.ident}, image {spec.image}; network_block_all=True; "
+                f"{spec.cpus} CPUs, {mem}, {spec.disk_gb} GiB disk; context uploaded with "
                 "fs.upload_files",
             )
         ]
@@ -180,24 +193,15 @@ class DaytonaEnvironment(StreamedEnvironment):
     remote_dir_default = "/tmp/recursor"
 
     def __init__(
-        self,
-        *,
-        image: str = "python:3.11-slim",
-        cpus: int = 1,
-        disk_gb: int = 3,
-        api_key: str | None = None,
-        idle_stop_minutes: int = 30,
-        sdk: Any = None,
-        **kw: Any,
+        self, *, api_key: str | None = None, sdk: Any = None, **kw: Unpack[DaytonaOptions]
     ) -> None:
         self.sdk = sdk if sdk is not None else import_sdk("daytona", "daytona")
-        vendor = DaytonaVendor(
-            self.sdk,
-            image=image,
-            cpus=cpus,
-            disk_gb=disk_gb,
-            api_key=api_key,
-            idle_stop_minutes=idle_stop_minutes,
+        spec = DaytonaSandbox(
+            image=kw.pop("image", "python:3.11-slim"),
+            cpus=kw.pop("cpus", 1),
+            disk_gb=kw.pop("disk_gb", 3),
+            idle_stop_minutes=kw.pop("idle_stop_minutes", 30),
             create_timeout_s=float(kw.get("start_timeout_s", 180.0)),
         )
+        vendor = DaytonaVendor(self.sdk, spec, api_key=api_key)
         super().__init__(vendor, **kw)
