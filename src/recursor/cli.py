@@ -13,7 +13,6 @@ Exit codes (distinct, so scripts can tell failures apart):
 
 from __future__ import annotations
 
-import json
 import os
 from enum import IntEnum
 from pathlib import Path
@@ -152,8 +151,10 @@ def run(  # noqa: PLR0917 - typer reads options from parameters
             sink.close()
     code = exit_code_for(result.error) if result.answer is None else Exit.OK
     if json_out:
+        from recursor.trace.jsonl import dumps  # strict JSON: a NaN cost is written as null
+
         print(
-            json.dumps(
+            dumps(
                 {
                     "answer": result.answer,
                     "stop_reason": result.stop_reason,

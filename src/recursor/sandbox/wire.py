@@ -11,6 +11,11 @@ reader expects in its current state, that every field is there with the declared
 that there is nothing else, then the record's own :meth:`Frame.check`. Whatever is wrong is a
 :class:`~recursor.errors.ProtocolError`; no TypeError, KeyError or ValueError gets out.
 
+``json.loads`` accepts ``NaN`` and ``Infinity`` (and ``1e400`` overflows to infinity), which
+are not JSON and would end up in traces no JSON reader accepts. So a ``float`` field must be
+finite (a forged ``"duration_s": NaN`` is a ProtocolError); inside ``Any`` values (model data,
+such as a child's context, where a NaN can be honest) a non-finite number becomes ``None``.
+
 Adding a frame kind is one record; its fields' annotations are its schema::
 
     @frame("tool_call")
@@ -30,6 +35,7 @@ Standard library only: the worker imports this inside sandboxes that have nothin
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -226,7 +232,7 @@ def _hints(cls: type[Any]) -> dict[str, Any]:
 def _value(tp: Any, value: Any, where: str) -> Any:
     """``value`` checked against the annotation ``tp`` (and converted where JSON is looser)."""
     if tp is Any:
-        return value
+        return _finite(value)
     if tp is type(None) or tp is None:
         if value is not None:
             raise ProtocolError(f"{where}: expected null, got {type(value).__name__}")
@@ -242,6 +248,8 @@ def _value(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if type(value) not in (int, float):
             raise ProtocolError(f"{where}: expected a number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise ProtocolError(f"{where}: {value} is not a finite number")
         return float(value)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return _record(tp, value, where)
@@ -262,11 +270,25 @@ def _value(tp: Any, value: Any, where: str) -> Any:
             raise ProtocolError(f"{where}: expected a list, got {type(value).__name__}")
         if args and args[0] is not Any:
             return [_value(args[0], item, f"{where}[{i}]") for i, item in enumerate(value)]
-        return value
+        return _finite(value)
     if origin is dict:
         if not isinstance(value, dict):
             raise ProtocolError(f"{where}: expected an object, got {type(value).__name__}")
         if args and args[1] is not Any:
             return {k: _value(args[1], v, f"{where}.{k}") for k, v in value.items()}
-        return value
+        return _finite(value)
     raise TypeError(f"wire.py cannot check fields of type {tp!r} (at {where})")  # our bug
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (the same object when it has
+    none, so a large clean value is not copied)."""
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        items = [_finite(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if isinstance(value, dict):
+        pairs = {k: _finite(v) for k, v in value.items()}
+        return value if all(pairs[k] is v for k, v in value.items()) else pairs
+    return value

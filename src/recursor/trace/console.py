@@ -48,6 +48,11 @@ def _first_line(code: str) -> str:
     return next((ln.strip() for ln in code.splitlines() if ln.strip()), "")
 
 
+def _secs(value: float | None) -> str:
+    # None: a trace read back, where a non-finite number was written as null
+    return "? s" if value is None else f"{value:.2f} s"
+
+
 def _tokens(usage: dict[str, Any]) -> tuple[int, int]:
     return int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
 
@@ -179,7 +184,7 @@ class ConsoleSink:
                 (f"iteration {it.call.iteration}", "bold"),
                 (
                     visible(
-                        f" · {it.call.model} · {tin:,}→{tout:,} tok · {it.call.latency_s:.2f} s"
+                        f" · {it.call.model} · {tin:,}→{tout:,} tok · {_secs(it.call.latency_s)}"
                     ),
                     "dim",
                 ),
@@ -188,7 +193,7 @@ class ConsoleSink:
         for cell in it.cells:
             line = Text.assemble(
                 (f"cell {cell.index + 1}", "magenta"),
-                (f" · {cell.duration_s:.2f} s · ", "dim"),
+                (f" · {_secs(cell.duration_s)} · ", "dim"),
                 _clip(_first_line(cell.code), _CODE_CHARS),
             )
             if cell.timed_out:
