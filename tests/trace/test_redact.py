@@ -11,6 +11,7 @@ import pytest
 from recursor import RLM
 from recursor.apps.viewer import render_html
 from recursor.lm.base import Completion, Message
+from recursor.sandbox.inprocess import InProcessEnvironment
 from recursor.testing import FunctionLM, ScriptedLM
 from recursor.trace import JsonlSink, RunStarted, Trace
 from recursor.trace.redact import MASK, redact_config, register_secrets_of, scrub
@@ -68,9 +69,11 @@ def test_no_key_anywhere_in_the_trace(monkeypatch: pytest.MonkeyPatch, tmp_path:
         ]
     )
     path = tmp_path / "run.jsonl"
+    # the key is in the environment: only a caller who says it trusts the model runs in-process
+    trusted = InProcessEnvironment(trusted=True)
     with JsonlSink(path, store_context=True) as sink:
         result = RLM(
-            root, environment="inprocess", sinks=[sink], models={"other": EndpointLM()}
+            root, environment=trusted, sinks=[sink], models={"other": EndpointLM()}
         ).completion("q", context="no secrets here")
     assert result.answer == f"the key is {ENV_KEY}"  # the caller gets the real answer
     saved = result.trace.save(tmp_path / "saved.jsonl")
