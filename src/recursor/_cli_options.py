@@ -27,10 +27,9 @@ MaxIterations = Annotated[int, typer.Option(min=1, help="Root turns at most.")]
 def _read_directory(path: Path) -> dict[str, str]:
     """A directory's text files, with progress on a terminal and every skipped entry reported."""
     from rich.console import Console
-    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn
 
-    from recursor._terminal import visible
+    from recursor._terminal import markup_safe
     from recursor.context_dir import read_directory
 
     err = Console(stderr=True)
@@ -42,12 +41,12 @@ def _read_directory(path: Path) -> dict[str, str]:
         transient=True,
         disable=not err.is_terminal,
     ) as bar:
-        task = bar.add_task(escape(visible(str(path))), total=None, files=0, mb=0.0)
+        task = bar.add_task(markup_safe(str(path)), total=None, files=0, mb=0.0)
         read = read_directory(
             path, progress=lambda n, size: bar.update(task, files=n, mb=size / 2**20)
         )
     for skip in read.skipped:
-        err.print(f"[yellow]skipped[/] {escape(visible(skip.path))}: {escape(skip.reason)}")
+        err.print(f"[yellow]skipped[/] {markup_safe(skip.path)}: {markup_safe(skip.reason)}")
     return read.docs
 
 

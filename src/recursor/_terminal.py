@@ -5,13 +5,15 @@ Such text is untrusted: an ESC sequence in it could move the cursor, retitle the
 (``[link=...]`` becomes a live hyperlink, a stray ``[/bold]`` raises MarkupError). So before it
 is printed, every C0/C1 control character but newline and tab is shown as a visible ``\\xNN``
 escape, as are the bidirectional overrides that can make text read differently than it runs,
-and it is handed to rich as a :class:`~rich.text.Text`, never as markup.
+and it is handed to rich as a :class:`~rich.text.Text`, never as markup (or, where a message
+mixes our own markup with such text, through :func:`markup_safe`).
 """
 
 from __future__ import annotations
 
 import re
 
+from rich.markup import escape
 from rich.text import Text
 
 _UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -30,3 +32,8 @@ def visible(text: str) -> str:
 def plain(text: str, style: str = "") -> Text:
     """``text`` as rich renders it literally: controls made visible, brackets not markup."""
     return Text(visible(text), style=style)
+
+
+def markup_safe(text: str) -> str:
+    """``text`` to splice into a rich markup string: controls made visible, brackets escaped."""
+    return escape(visible(text))

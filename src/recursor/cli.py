@@ -13,7 +13,6 @@ Exit codes (distinct, so scripts can tell failures apart):
 
 from __future__ import annotations
 
-import json
 import os
 from enum import IntEnum
 from pathlib import Path
@@ -25,6 +24,7 @@ from rich.markup import escape
 
 from recursor import _cli_options as opt
 from recursor._cli_options import load_context
+from recursor._terminal import markup_safe, visible
 from recursor.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -58,8 +58,9 @@ err = Console(stderr=True)
 
 
 def _fail(code: Exit, message: str) -> typer.Exit:
-    # escaped: a message is text, and "[openai]" in an install hint is not a style tag
-    err.print(f"[bold red]error:[/] {escape(message)}")
+    # escaped: a message is text ("[openai]" in an install hint is not a style tag), and it may
+    # quote model or worker output, whose control characters must not reach the terminal
+    err.print(f"[bold red]error:[/] {markup_safe(message)}")
     return typer.Exit(int(code))
 
 
@@ -102,6 +103,14 @@ def run(  # noqa: PLR0917 - typer reads options from parameters
         bool, typer.Option(help="Also store the context in the trace, once, by hash.")
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="Print the answer as it is, control characters included (by default they "
+            "are shown as \\xNN escapes, so an answer cannot drive the terminal).",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live view.")] = False,
 ) -> None:
     """Answer QUERY over a long context with a Recursive Language Model."""
@@ -145,8 +154,10 @@ def run(  # noqa: PLR0917 - typer reads options from parameters
             sink.close()
     code = exit_code_for(result.error) if result.answer is None else Exit.OK
     if json_out:
+        from recursor.trace.jsonl import dumps  # strict JSON: a NaN cost is written as null
+
         print(
-            json.dumps(
+            dumps(
                 {
                     "answer": result.answer,
                     "stop_reason": result.stop_reason,
@@ -161,7 +172,8 @@ def run(  # noqa: PLR0917 - typer reads options from parameters
         )
     else:
         if result.answer is not None:
-            print(result.answer)
+            # the answer is model text: ESC sequences in it could write the clipboard (OSC 52)
+            print(result.answer if raw else visible(result.answer))
         view.summary(result)
     raise typer.Exit(int(code))
 

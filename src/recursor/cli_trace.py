@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+
+from recursor._terminal import markup_safe
 
 if TYPE_CHECKING:
     from recursor.apps.replay import CellDiff, ReplayReport
@@ -43,33 +44,36 @@ def _diff(d: CellDiff) -> str:
 
 def _print_report(out: Console, report: ReplayReport) -> None:
     status = "[green]same[/]" if report.ok else "[bold red]differs[/]"
+    # Everything from the trace is model, context or worker text: markup_safe, so no ESC
+    # sequence reaches the terminal and no "[link=...]" in it is read as markup.
     out.print(
-        f"run [cyan]{report.run_id}[/]: {report.runs} runs, {report.cells} cells replayed, "
-        f"{len(report.diffs)} differ · {status}"
+        f"run [cyan]{markup_safe(report.run_id)}[/]: {report.runs} runs, "
+        f"{report.cells} cells replayed, {len(report.diffs)} differ · {status}"
     )
     for d in report.diffs:
         first = next((ln for ln in d.code.splitlines() if ln.strip()), "")
         what = {"missing": "recorded but not replayed", "extra": "replayed but not recorded"}
         out.print(
-            f"  [bold]run {d.run_id} · depth {d.depth} · iteration {d.iteration} · "
-            f"cell {d.index + 1}[/]: {what.get(d.field, d.field + ' differs')}  "
-            f"[dim]{escape(first[:70])}[/]"
+            f"  [bold]run {markup_safe(d.run_id)} · depth {d.depth} · iteration {d.iteration} · "
+            f"cell {d.index + 1}[/]: {markup_safe(what.get(d.field, d.field + ' differs'))}  "
+            f"[dim]{markup_safe(first[:70])}[/]"
         )
         text = _diff(d)
         if text:
-            out.print(escape(text), highlight=False)
+            out.print(markup_safe(text), highlight=False)
     if report.recorded_answer != report.replayed_answer:
         out.print(
-            f"  [bold]answer differs[/]: recorded {report.recorded_answer!r}, "
-            f"replayed {report.replayed_answer!r}",
+            f"  [bold]answer differs[/]: recorded {markup_safe(repr(report.recorded_answer))}, "
+            f"replayed {markup_safe(repr(report.replayed_answer))}",
             highlight=False,
         )
     if report.recorded_stop != report.replayed_stop:
         out.print(
-            f"  [bold]stop reason differs[/]: {report.recorded_stop} → {report.replayed_stop}"
+            f"  [bold]stop reason differs[/]: {markup_safe(str(report.recorded_stop))} → "
+            f"{markup_safe(str(report.replayed_stop))}"
         )
     if report.error:
-        out.print(f"  [bold red]replay error:[/] {escape(report.error)}")
+        out.print(f"  [bold red]replay error:[/] {markup_safe(report.error)}")
 
 
 def replay(
@@ -101,13 +105,13 @@ def replay(
         ctx = None if context is None else load_context(context)
         reports = run_replay(trace, context=ctx, run_id=run_id, environment=environment)
     except ContextError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        err.print(f"[bold red]error:[/] {markup_safe(str(exc))}")
         raise typer.Exit(_CONTEXT) from None
     except ConfigurationError as exc:  # e.g. an unknown --environment
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        err.print(f"[bold red]error:[/] {markup_safe(str(exc))}")
         raise typer.Exit(_CONFIG) from None
     except ValueError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        err.print(f"[bold red]error:[/] {markup_safe(str(exc))}")
         raise typer.Exit(2) from None
     if json_out:
         print(json.dumps([r.to_dict() for r in reports], ensure_ascii=False))
@@ -132,7 +136,9 @@ def view(
 
     path = write_html(trace, out)
     opened = open_ and open_in_browser(path)
-    Console(stderr=True).print(f"wrote {path}" + (" (opened in a browser)" if opened else ""))
+    Console(stderr=True).print(
+        f"wrote {markup_safe(str(path))}" + (" (opened in a browser)" if opened else "")
+    )
     print(path)
 
 
@@ -159,7 +165,9 @@ def export_sft(
     from recursor.apps.sft import SFTOptions, export_sft
 
     n = export_sft(traces, out, SFTOptions(only_final=only_final, max_turns=max_turns, depth=depth))
-    Console(stderr=True).print(f"wrote {n} record{'s' if n != 1 else ''} to {out}")
+    Console(stderr=True).print(
+        f"wrote {n} record{'s' if n != 1 else ''} to {markup_safe(str(out))}"
+    )
 
 
 def register(app: typer.Typer) -> None:

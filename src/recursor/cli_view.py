@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from recursor._terminal import markup_safe, plain
 from recursor.trace import CellRan, Event, LimitHit, ModelCalled, RunStarted, SubcallMade
 
 if TYPE_CHECKING:
@@ -78,9 +78,9 @@ class LiveView:
             table.add_row("cost", f"${self.cost:.4f}")
             parts: list[Table | Text] = [table]
             if self.last_code:
-                parts.append(Text(f"last cell: {self.last_code}", style="dim"))
+                parts.append(plain(f"last cell: {self.last_code}", style="dim"))
             if self.last_limit:
-                parts.append(Text(f"limit: {self.last_limit}", style="yellow"))
+                parts.append(plain(f"limit: {self.last_limit}", style="yellow"))
             return Group(*parts)
 
     def __enter__(self) -> LiveView:
@@ -105,9 +105,10 @@ class LiveView:
         u = result.usage.total
         cost = "unknown" if u.cost_usd is None else f"${u.cost_usd:.4f}"
         self.console.print(
-            f"[dim]{result.stop_reason} · {result.iterations} iterations · {u.calls} model calls · "
+            f"[dim]{markup_safe(result.stop_reason)} · {result.iterations} iterations · "
+            f"{u.calls} model calls · "
             f"{u.input_tokens:,}+{u.output_tokens:,} tokens · cost {cost} · "
             f"{result.elapsed_s:.1f} s[/]"
         )
         if result.answer is None and result.error is not None:
-            self.console.print(f"[bold red]no answer:[/] {escape(str(result.error))}")
+            self.console.print(f"[bold red]no answer:[/] {markup_safe(str(result.error))}")

@@ -101,10 +101,11 @@ def stub(stub_openai: Callable[..., StubServer]) -> StubServer:
 
 def test_bench_cli_end_to_end(stub: StubServer, tmp_path: Path) -> None:
     out = tmp_path / "out"
+    # subprocess: inprocess refuses to start while the stub's OPENAI_API_KEY is set
     args = [
         "bench", "--families", "sniah,codeqa", "--methods", "direct,bm25,oracle",
         "--model", "openai:gpt-5-mini", "--n", "2", "--lengths", "1000,3000",
-        "--concurrency", "3", "--environment", "inprocess", "--out", str(out),
+        "--concurrency", "3", "--environment", "subprocess", "--out", str(out),
     ]  # fmt: skip
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output

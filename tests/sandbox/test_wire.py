@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -130,3 +131,29 @@ def test_a_new_frame_kind_is_one_record(monkeypatch: pytest.MonkeyPatch) -> None
         wire.parse(raw, wire.FROM_WORKER)
     with pytest.raises(ValueError):  # an op is defined once
         wire.frame("tool_call")(type("Again", (wire.Frame,), {"__annotations__": {}}))
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_a_non_finite_float_field_is_a_protocol_error(number: str) -> None:
+    # json.loads (what framing uses) accepts all of these; a trace could not hold them
+    cell = '{"stdout": "hi", "duration_s": ' + number + "}"
+    raw = json.loads('{"op": "result", "cell": ' + cell + "}")
+    with pytest.raises(ProtocolError, match=r"duration_s: .* not a finite number"):
+        wire.parse(raw, wire.FROM_WORKER)
+
+
+def test_non_finite_numbers_in_model_data_become_null() -> None:
+    text = (
+        '{"op": "subcall", "id": 1, "request": {"kind": "rlm", "prompts": ["a"],'
+        ' "contexts": [{"rows": [1.5, NaN, {"x": Infinity}], "n": 2}]}}'
+    )
+    sub = wire.parse(json.loads(text), wire.FROM_WORKER)
+    assert isinstance(sub, wire.Subcall)
+    assert sub.request.contexts == [{"rows": [1.5, None, {"x": None}], "n": 2}]
+    clean = json.loads(
+        '{"op": "subcall", "id": 1, "request": {"kind": "rlm", "prompts": ["a"],'
+        ' "contexts": [[1.5, 2]]}}'
+    )
+    contexts = clean["request"]["contexts"]
+    parsed = wire.parse(clean, wire.FROM_WORKER)
+    assert isinstance(parsed, wire.Subcall) and parsed.request.contexts is contexts  # no copy

@@ -24,7 +24,7 @@ from recursor.trace import (
     Trace,
 )
 from recursor.trace.events import event_from_dict, prompt_digest
-from recursor.trace.jsonl import iter_records, read_context_blob
+from recursor.trace.jsonl import context_blob, iter_records, read_context_blob
 
 from ..conftest import code
 from .conftest import CONTEXT, record
@@ -232,3 +232,65 @@ def test_async_driver_streams_the_same_way(tmp_path: Path) -> None:
     kinds = [r["type"] for r in iter_records(path, blobs=True)]
     first = ["context_blob", "run_started", "model_called", "cell_ran"]
     assert kinds == [*first, "model_called", "run_finished"]
+
+
+def _strict(line: str) -> dict[str, object]:
+    """JSON as a browser reads it: NaN and Infinity are errors."""
+
+    def refuse(name: str) -> object:
+        raise ValueError(f"{name} is not JSON")
+
+    record: dict[str, object] = json.loads(line, parse_constant=refuse)
+    return record
+
+
+def test_non_finite_numbers_are_written_as_null(tmp_path: Path) -> None:
+    nan, inf = float("nan"), float("inf")
+    cell = CellRan(
+        "r1",
+        iteration=1,
+        index=0,
+        code="x",
+        stdout="",
+        stderr="",
+        error=None,
+        duration_s=nan,  # what a forged result frame carried before the wire refused it
+        timed_out=False,
+        lost_state=False,
+        final=None,
+    )
+    call = ModelCalled(
+        "r1",
+        iteration=1,
+        model="m",
+        new_messages=[],
+        reply="r",
+        usage={"cost_usd": nan, "input_tokens": 3, "nested": [inf, -inf, 1.5]},
+        latency_s=0.25,
+    )
+    path = tmp_path / "t.jsonl"
+    with JsonlSink(path) as sink:
+        sink(call)
+        sink(cell)
+    saved = Trace.load(path).save(tmp_path / "saved.jsonl")
+    for p in (path, saved):
+        got = [_strict(line) for line in p.read_text().splitlines()]
+        assert got[1]["duration_s"] is None and got[1]["code"] == "x"
+        assert got[0]["usage"] == {"cost_usd": None, "input_tokens": 3, "nested": [None, None, 1.5]}
+        assert got[0]["latency_s"] == 0.25
+    # the nulls read back are drawn, not a TypeError
+    import io
+
+    from rich.console import Console
+
+    from recursor.trace.console import ConsoleSink
+
+    sink = ConsoleSink(Console(file=io.StringIO(), width=120), live=False)
+    sink(RunStarted("r1", parent_id=None, depth=0, query="q", context_meta={}, config={}))
+    for event in Trace.load(path):
+        sink(event)
+    sink.console.print(sink.render())
+    assert "cell 1 · ? s" in str(sink.console.file.getvalue())  # type: ignore[attr-defined]
+    # a context blob of data with a NaN: strict JSON too, and its key is stable
+    digest, line = context_blob([1.0, nan])
+    assert _strict(line)["data"] == [1.0, None] and context_blob([1.0, nan])[0] == digest

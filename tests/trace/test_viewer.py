@@ -193,3 +193,101 @@ def test_page_of_several_runs_and_a_crash(tmp_path: Path) -> None:
     dom = _chromium(tmp_path, "--dump-dom", write_html(crashed).resolve().as_uri()).stdout
     assert re.search(r'id="stop-reason"[^>]*>incomplete<', dom)
     assert "the trace ends before the run did" in dom and "partial" in dom
+
+
+def _broken_trace(path: Path) -> Path:
+    """A hand-written trace: a run whose cell has a forged NaN duration and a NaN cost, a line
+    that is no event, and a last line cut short (the writer was killed mid-line)."""
+    started = {
+        "type": "run_started",
+        "run_id": "r1",
+        "t": 1.0,
+        "parent_id": None,
+        "depth": 0,
+        "query": "what broke?",
+        "context_meta": {"type": "str", "total_chars": 3},
+        "config": {"root": "m", "sub": "m", "max_depth": 1, "environment": "inprocess"},
+    }
+    called = {
+        "type": "model_called",
+        "run_id": "r1",
+        "t": 2.0,
+        "iteration": 1,
+        "model": "m",
+        "new_messages": [],
+        "reply": "```repl\nprint(1)\n```",
+        "usage": {"input_tokens": 5, "output_tokens": 2, "cost_usd": "__NAN__"},
+        "latency_s": 0.5,
+    }
+    cell = {
+        "type": "cell_ran",
+        "run_id": "r1",
+        "t": 3.0,
+        "iteration": 1,
+        "index": 0,
+        "code": "print(1)",
+        "stdout": "1\n",
+        "stderr": "",
+        "error": None,
+        "duration_s": "__NAN__",
+        "timed_out": False,
+        "lost_state": False,
+        "final": None,
+    }
+    lines = [json.dumps(r).replace('"__NAN__"', "NaN") for r in (started, called, cell)]
+    lines.append('{"type": "no_such_event", "run_id": "r1"}')
+    lines.append('{"type": "run_finished", "run_id": "r1", "t": 4.0, "answer": "ha')
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_unreadable_lines_are_reported_not_fatal(tmp_path: Path) -> None:
+    from recursor.apps.viewer import read_trace
+
+    events, problems = read_trace(_broken_trace(tmp_path / "broken.jsonl"))
+    assert [e.type for e in events] == ["run_started", "model_called", "cell_ran"]
+    assert len(problems) == 4
+    assert problems[0].startswith("line 2: NaN is not a JSON number")
+    assert problems[1].startswith("line 3: NaN is not a JSON number")
+    assert problems[2].startswith("line 4: not a trace event (unknown trace event type")
+    assert problems[3].startswith("line 5: not JSON (")
+    page = write_html(tmp_path / "broken.jsonl")
+    data = embedded(page.read_text())  # strict JSON: the NaN became null
+    assert ":NaN" not in page.read_text().split('id="trace-data">', 1)[1].split("</script>")[0]
+    assert data["events"][2]["duration_s"] is None  # type: ignore[index]
+    assert data["problems"] == problems
+    res = runner.invoke(app, ["view", str(tmp_path / "broken.jsonl"), "--no-open"])
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (make installs it)")
+def test_a_broken_trace_still_renders_with_a_clear_message(tmp_path: Path) -> None:
+    page = write_html(_broken_trace(tmp_path / "broken.jsonl"))
+    dom = _chromium(tmp_path, "--dump-dom", page.resolve().as_uri()).stdout
+    parsed = _Elements()
+    parsed.feed(dom)
+    body = next(a for t, a in parsed.found if t == "body")
+    assert body.get("data-rendered") == "true"  # the page was built
+    assert "trace-problems" in parsed.ids()
+    assert "4 lines of this trace could not be read as written" in dom
+    assert "line 5: not JSON" in dom and "line 2: NaN is not a JSON number" in dom
+    assert re.search(r'id="query"[^>]*>what broke\?<', dom)
+    assert len(parsed.with_class("cell")) == 1
+
+    # nothing readable at all: an error on the page, not a blank one
+    junk = tmp_path / "junk.jsonl"
+    junk.write_bytes(b'{"type": "run_started", "run_id"\n\xff\xfe not json\n')
+    dom = _chromium(tmp_path, "--dump-dom", write_html(junk).resolve().as_uri()).stdout
+    parsed = _Elements()
+    parsed.feed(dom)
+    assert next(a for t, a in parsed.found if t == "body").get("data-rendered") == "error"
+    assert "trace-error" in parsed.ids()
+    assert "This trace could not be shown." in dom and "No run could be read" in dom
+    assert "line 1: not JSON" in dom and "line 2: not JSON" in dom
+
+    # data the script cannot use (a run without its config): the script's error, on the page
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text('{"type": "run_started", "run_id": "r", "t": 1, "parent_id": null}\n')
+    dom = _chromium(tmp_path, "--dump-dom", write_html(odd).resolve().as_uri()).stdout
+    assert "This trace could not be shown." in dom and "The viewer failed on this trace" in dom

@@ -6,6 +6,12 @@ forbids every fetch) with the trace's events embedded as JSON in a
 in the JSON is written as ``\\u003c``, so a trace holding ``</script>`` or ``<!--`` (model
 output can hold anything) cannot end the tag early, and the script only ever inserts trace
 text with ``textContent``, never as HTML.
+
+The page opens whatever file it is given: a line that is not JSON (a trace cut short by a
+crash) or not an event is skipped and named in a warning at the top of the page, ``NaN`` and
+``Infinity`` (not JSON: the browser's parser would reject the whole page) are shown as empty
+values, and a file with no readable run, or data the script fails on, gets a clear error on
+the page instead of a blank one.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from recursor.trace import Trace
-from recursor.trace.events import Event
+from recursor.trace.events import Event, event_from_dict
+from recursor.trace.jsonl import BLOB_TYPE, dumps
 from recursor.trace.redact import scrub
 
 _JSON_MARK = "__TRACE_JSON__"
@@ -33,7 +39,7 @@ def template() -> str:
 
 def embed_json(data: Any) -> str:
     """JSON that is inert inside a ``<script>`` element."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    text = dumps(data, ensure_ascii=False, separators=(",", ":"))
     # Inside <script>, only "<" can end the element ("</script>") or open a comment ("<!--");
     # "\u003c" is the same character to JSON. U+2028/9 are escaped for old JS parsers.
     return (
@@ -45,11 +51,46 @@ def embed_json(data: Any) -> str:
     )
 
 
-def render_html(events: list[Event], *, source: str | None = None) -> str:
-    """The page for these events."""
+def read_trace(path: str | Path) -> tuple[list[Event], list[str]]:
+    """The events of a trace file that can be read, and a note for each line that cannot."""
+    events: list[Event] = []
+    problems: list[str] = []
+    with Path(path).open(encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            constants: list[str] = []
+            try:
+                # NaN/Infinity are read as None (what append returns) and noted
+                record = json.loads(line, parse_constant=constants.append)
+            except (ValueError, RecursionError) as exc:
+                problems.append(f"line {n}: not JSON ({exc}); skipped")
+                continue
+            if isinstance(record, dict) and record.get("type") == BLOB_TYPE:
+                continue
+            try:
+                if not isinstance(record, dict):
+                    raise TypeError(f"a JSON {type(record).__name__}, not an object")
+                events.append(event_from_dict(record))
+            except (TypeError, ValueError) as exc:
+                problems.append(f"line {n}: not a trace event ({exc}); skipped")
+                continue
+            if constants:
+                problems.append(
+                    f"line {n}: {', '.join(sorted(set(constants)))} is not a JSON number; "
+                    "shown as empty"
+                )
+    return events, problems
+
+
+def render_html(
+    events: list[Event], *, source: str | None = None, problems: list[str] | None = None
+) -> str:
+    """The page for these events (``problems``: notes on lines of the file not shown as is)."""
     data = {
         "source": source,
-        "events": [json.loads(scrub(json.dumps(e.to_dict(), ensure_ascii=False))) for e in events],
+        "events": [json.loads(scrub(dumps(e.to_dict(), ensure_ascii=False))) for e in events],
+        "problems": [scrub(p) for p in problems or []],
     }
     query = next((getattr(e, "query", "") for e in events if e.type == "run_started"), "")
     title = html.escape(f"recursor · {query[:60]}" if query else "recursor trace")
@@ -69,7 +110,8 @@ def write_html(trace_path: str | Path, out: str | Path | None = None) -> Path:
     """Write the page for a trace file; its path."""
     src = Path(trace_path)
     dest = Path(out) if out is not None else default_out(src)
-    page = render_html(Trace.load(src).events, source=src.name)
+    events, problems = read_trace(src)
+    page = render_html(events, source=src.name, problems=problems)
     dest.write_text(page, encoding="utf-8", errors="backslashreplace")
     return dest
 

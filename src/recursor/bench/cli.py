@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recursor import _cli_options as opt
+from recursor._terminal import markup_safe
 from recursor.errors import RecursorError
 
 err = Console(stderr=True)
@@ -119,15 +119,15 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
 
             def on_record(record: Record, done: int, total: int) -> None:
                 note = f"{record['method']} {record['task_id']}: {record['score']:.2f}"
-                progress.update(bar, completed=done, description=escape(note))
+                progress.update(bar, completed=done, description=markup_safe(note))
                 if not err.is_terminal:
-                    err.print(f"\\[{done}/{total}] {escape(note)}", highlight=False)
+                    err.print(f"\\[{done}/{total}] {markup_safe(note)}", highlight=False)
 
             records = run_matrix(
                 tasks, method_names, models, out, concurrency=concurrency, on_record=on_record
             )
     except RecursorError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        err.print(f"[bold red]error:[/] {markup_safe(str(exc))}")
         raise typer.Exit(4) from None
     config = {
         "families": _split(families),
@@ -149,7 +149,7 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
     paths = write_report(out, records, config)
     print((out / "results.md").read_text() if (out / "results.md").exists() else "")
     for name, path in paths.items():
-        err.print(escape(f"{name}: {path}"), highlight=False)
+        err.print(markup_safe(f"{name}: {path}"), highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,8 +15,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+
+from recursor._terminal import markup_safe
 
 #: environments doctor probes by default (each one whose launcher is installed)
 DEFAULT = ("subprocess", "forkserver", "bwrap", "gvisor")
@@ -92,7 +93,8 @@ def register(app: typer.Typer) -> None:
         for rep in reports:
             if not rep["available"]:
                 out.print(
-                    f"[bold]{rep['environment']}[/]: [red]unavailable[/] {escape(rep['error'])}"
+                    f"[bold]{rep['environment']}[/]: [red]unavailable[/] "
+                    f"{markup_safe(rep['error'])}"
                 )
                 continue
             table = Table(title=rep["environment"], title_justify="left")
@@ -101,5 +103,5 @@ def register(app: typer.Typer) -> None:
             table.add_column("detail", overflow="fold")
             for m in rep["measures"]:
                 mark = "[green]yes[/]" if m["in_force"] else "[yellow]no[/]"
-                table.add_row(m["name"], mark, escape(m["detail"]))
+                table.add_row(markup_safe(m["name"]), mark, markup_safe(m["detail"]))
             out.print(table)

@@ -4,6 +4,12 @@ Model code runs with the host's full authority: it can read your files, your env
 (API keys included) and open sockets. Use it when you wrote the query and trust the context;
 use ``subprocess`` (the default) or a hardened environment otherwise.
 
+So it refuses to start (:class:`~recursor.errors.ConfigurationError`) while a provider key is
+in ``os.environ`` (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, any ``*_API_KEY``, ``*_TOKEN``
+or ``*_SECRET*``): model code would read it in one line. Trust is said explicitly, on the
+object: ``RLM(..., environment=InProcessEnvironment(trusted=True))``; the name
+``"inprocess"`` alone never means trusted.
+
 Each cell runs on a thread of its own so a deadline can be enforced: a cell past it gets an
 asynchronous CellInterrupted (delivered between bytecodes; a cell blocked inside one C call
 stops when that call returns). If it has not stopped after ``grace_s`` it is abandoned, and
@@ -19,23 +25,55 @@ broker stop, not only the cell.
 from __future__ import annotations
 
 import ctypes
+import os
+import re
 import threading
 import time
 from concurrent.futures import Future
 
 from recursor._cancel import POLL_S, Cancel, current, scope
 from recursor.context import ContextMeta, describe
+from recursor.errors import ConfigurationError
 from recursor.sandbox.base import CellResult, SessionSpec, SubcallRequest, SubcallResponse
 from recursor.sandbox.repl import CellInterrupted, Repl
 
+#: environment variable names that hold a provider key or another credential
+_KEY_NAME = re.compile(r"(_API_KEY|_TOKEN)$|_SECRET", re.IGNORECASE)
+
+
+def keys_in_environment() -> list[str]:
+    """The names (never the values) of the credential variables set in ``os.environ``."""
+    return sorted(name for name, value in os.environ.items() if value and _KEY_NAME.search(name))
+
 
 class InProcessEnvironment:
+    """Model code in this process, on a thread. ``trusted=True`` says you trust the model and
+    the context with everything this process holds, keys included (see the module's doc)."""
+
     name = "inprocess"
 
-    def __init__(self, *, grace_s: float = 1.0) -> None:
+    def __init__(self, *, grace_s: float = 1.0, trusted: bool = False) -> None:
         self.grace_s = grace_s
+        self.trusted = trusted
+        self._check()
+
+    def _check(self) -> None:
+        if self.trusted:
+            return
+        found = keys_in_environment()
+        if found:
+            shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+            raise ConfigurationError(
+                f"the inprocess environment will not start while {shown} is set: model code "
+                "runs in this process and could read it from os.environ. Use an isolating "
+                "environment (environment='subprocess', the default; or bwrap, forkserver, "
+                "...), or unset the variable; or, if you trust the model and the context with "
+                "this process's keys, say so: from recursor.sandbox import "
+                "InProcessEnvironment; RLM(..., environment=InProcessEnvironment(trusted=True))."
+            )
 
     def open(self, spec: SessionSpec) -> InProcessSession:
+        self._check()  # a key may have been set since this environment was made
         return InProcessSession(self, spec)
 
     def close(self) -> None:

@@ -11,6 +11,11 @@ reader expects in its current state, that every field is there with the declared
 that there is nothing else, then the record's own :meth:`Frame.check`. Whatever is wrong is a
 :class:`~recursor.errors.ProtocolError`; no TypeError, KeyError or ValueError gets out.
 
+``json.loads`` accepts ``NaN`` and ``Infinity`` (and ``1e400`` overflows to infinity), which
+are not JSON and would end up in traces no JSON reader accepts. So a ``float`` field must be
+finite (a forged ``"duration_s": NaN`` is a ProtocolError); inside ``Any`` values (model data,
+such as a child's context, where a NaN can be honest) a non-finite number becomes ``None``.
+
 Adding a frame kind is one record; its fields' annotations are its schema::
 
     @frame("tool_call")
@@ -30,6 +35,7 @@ Standard library only: the worker imports this inside sandboxes that have nothin
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -250,16 +256,25 @@ def _exact(
     return check
 
 
+def _number(value: Any, where: str) -> float:
+    """A JSON number as a float; NaN and the infinities are refused (``json.loads`` accepts
+    them, and they would poison every sum and every trace line downstream)."""
+    number = float(_exact((int, float), "a number")(value, where))
+    if not math.isfinite(number):
+        raise ProtocolError(f"{where}: {value} is not a finite number")
+    return number
+
+
 _NULL = _exact((type(None),), "null")
 #: the leaf annotations, by the annotation itself
 _SCALARS: dict[Any, Callable[[Any, str], Any]] = {
-    Any: lambda value, where: value,
+    Any: lambda value, where: _finite(value),
     None: _NULL,
     type(None): _NULL,
     str: _exact((str,), "str"),
     bool: _exact((bool,), "bool"),
     int: _exact((int,), "an integer"),
-    float: _exact((int, float), "a number", float),
+    float: _number,
 }
 
 
@@ -283,7 +298,7 @@ def _list(args: tuple[Any, ...], value: Any, where: str) -> Any:
         raise ProtocolError(f"{where}: expected a list, got {type(value).__name__}")
     if args and args[0] is not Any:
         return [_value(args[0], item, f"{where}[{i}]") for i, item in enumerate(value)]
-    return value
+    return _finite(value)
 
 
 def _dict(args: tuple[Any, ...], value: Any, where: str) -> Any:
@@ -291,7 +306,7 @@ def _dict(args: tuple[Any, ...], value: Any, where: str) -> Any:
         raise ProtocolError(f"{where}: expected an object, got {type(value).__name__}")
     if args and args[1] is not Any:
         return {k: _value(args[1], v, f"{where}.{k}") for k, v in value.items()}
-    return value
+    return _finite(value)
 
 
 #: the generic annotations, by their origin (``typing.get_origin``)
@@ -302,3 +317,17 @@ _GENERICS: dict[Any, Callable[[tuple[Any, ...], Any, str], Any]] = {
     list: _list,
     dict: _dict,
 }
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (the same object when it has
+    none, so a large clean value is not copied)."""
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        items = [_finite(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if isinstance(value, dict):
+        pairs = {k: _finite(v) for k, v in value.items()}
+        return value if all(pairs[k] is v for k, v in value.items()) else pairs
+    return value

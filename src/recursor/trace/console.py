@@ -21,6 +21,7 @@ from rich.live import Live
 from rich.text import Text
 from rich.tree import Tree
 
+from recursor._terminal import visible
 from recursor.trace.events import (
     CellRan,
     Event,
@@ -36,12 +37,20 @@ _TEXT_CHARS = 80
 
 
 def _clip(text: str, n: int) -> str:
+    """One line of at most about ``n`` characters, its control characters made visible (the
+    text comes from the model, the context or the worker: no ESC sequence may reach the
+    terminal; and every piece goes to rich as Text, never as markup)."""
     text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
+    return visible(text if len(text) <= n else text[: n - 1] + "…")
 
 
 def _first_line(code: str) -> str:
     return next((ln.strip() for ln in code.splitlines() if ln.strip()), "")
+
+
+def _secs(value: float | None) -> str:
+    # None: a trace read back, where a non-finite number was written as null
+    return "? s" if value is None else f"{value:.2f} s"
 
 
 def _tokens(usage: dict[str, Any]) -> tuple[int, int]:
@@ -144,7 +153,7 @@ class ConsoleSink:
         s = run.started
         label = Text.assemble(
             ("run " if s.depth == 0 else "child run ", "bold"),
-            (s.run_id, "cyan"),
+            (visible(s.run_id), "cyan"),
             (f" · depth {s.depth} · ", "dim"),
             _clip(s.query, _TEXT_CHARS),
         )
@@ -155,7 +164,7 @@ class ConsoleSink:
             label.append("  ✓ ", style="green")
             label.append(_clip(done.answer or "", _TEXT_CHARS), style="green")
         else:
-            label.append(f"  ✗ {done.stop_reason}", style="bold red")
+            label.append(visible(f"  ✗ {done.stop_reason}"), style="bold red")
         return label
 
     def _run_tree(self, run: _Run) -> Tree:
@@ -165,7 +174,7 @@ class ConsoleSink:
         for it in run.iterations:
             self._iteration(tree, it)
         for hit in run.limits:
-            tree.add(Text(f"limit hit: {hit.limit} · {hit.message}", style="bold red"))
+            tree.add(Text(visible(f"limit hit: {hit.limit} · {hit.message}"), style="bold red"))
         return tree
 
     def _iteration(self, tree: Tree, it: _Iteration) -> None:
@@ -173,13 +182,18 @@ class ConsoleSink:
         node = tree.add(
             Text.assemble(
                 (f"iteration {it.call.iteration}", "bold"),
-                (f" · {it.call.model} · {tin:,}→{tout:,} tok · {it.call.latency_s:.2f} s", "dim"),
+                (
+                    visible(
+                        f" · {it.call.model} · {tin:,}→{tout:,} tok · {_secs(it.call.latency_s)}"
+                    ),
+                    "dim",
+                ),
             )
         )
         for cell in it.cells:
             line = Text.assemble(
                 (f"cell {cell.index + 1}", "magenta"),
-                (f" · {cell.duration_s:.2f} s · ", "dim"),
+                (f" · {_secs(cell.duration_s)} · ", "dim"),
                 _clip(_first_line(cell.code), _CODE_CHARS),
             )
             if cell.timed_out:
@@ -194,8 +208,10 @@ class ConsoleSink:
             failed = f" · {it.failed} failed" if it.failed else ""
             node.add(
                 Text(
-                    f"llm_query ×{it.subcalls} · {', '.join(sorted(it.sub_models))} · "
-                    f"{it.sub_in:,}→{it.sub_out:,} tok{failed}",
+                    visible(
+                        f"llm_query ×{it.subcalls} · {', '.join(sorted(it.sub_models))} · "
+                        f"{it.sub_in:,}→{it.sub_out:,} tok{failed}"
+                    ),
                     style="blue" if not it.failed else "yellow",
                 )
             )

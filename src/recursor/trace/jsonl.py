@@ -11,12 +11,17 @@ Why the file stays small whatever the context's size:
 
 Every line passes through :func:`recursor.trace.redact.scrub` before it is written, so API keys
 do not reach the file (the blob, which is the caller's own data, is written as given).
+
+Every line is strict JSON: ``NaN`` and ``Infinity`` are not JSON (browsers' ``JSON.parse`` and
+most readers refuse them), so a non-finite number (a NaN cost, a forged duration) is written
+as ``null`` (:func:`dumps`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
@@ -34,9 +39,32 @@ BLOB_TYPE = "context_blob"
 _BLOB_PREFIX = '{"type":"context_blob","sha256":"'
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (at any depth) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that never writes ``NaN`` or ``Infinity``: such numbers become null.
+
+    The copy that replaces them is made only when encoding failed (the slow path): a clean
+    value, the usual case, is encoded once and not walked.
+    """
+    try:
+        return json.dumps(value, allow_nan=False, **kwargs)
+    except ValueError:
+        return json.dumps(_finite(value), allow_nan=False, **kwargs)
+
+
 def encode_event(event: Event, secret_values: list[str] | None = None) -> str:
     """One event as one compact JSON line (no newline), with secrets masked."""
-    line = json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    line = dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
     return scrub(line, secret_values)
 
 
@@ -88,7 +116,7 @@ def context_blob(value: Any) -> tuple[str, str]:
     the same context always gets the same key and is never encoded twice.
     """
     kind = "text" if isinstance(value, str) else "json"
-    payload = json.dumps(value, ensure_ascii=False, default=str)
+    payload = dumps(value, ensure_ascii=False, default=str)
     digest = hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
     chars = len(value) if isinstance(value, str) else len(payload)
     head = f'{_BLOB_PREFIX}{digest}","kind":"{kind}","chars":{chars},"data":'

@@ -13,17 +13,28 @@ reach an event by more than one road:
   or a provider error that echoes the key, is caught here;
 * ``user:password@`` in URLs is masked.
 
-Shortcut, said plainly: scrubbing is by exact value, so a key that was transformed (split,
-base64-encoded) before it was printed is not recognised.
+Each secret is also looked for in the forms code is likely to print it in: base64 (standard
+and URL-safe, with and without ``=`` padding, and inside a longer base64 text at any of the
+three byte alignments, as in an encoded ``Authorization`` header), hex (lower and upper case)
+and URL-encoded (``%XX``, either case, and ``+`` for spaces).
+
+Known limit, said plainly: matching is by value, in one piece of text at a time. A key split
+across two outputs (half printed in one cell, half in the next, or the two halves in separate
+events) is not recognised, nor is a key transformed in any other way (reversed, encrypted,
+compressed, spelled out). Keep keys out of the reach of model code: the ``inprocess``
+environment refuses to start while one is in the process environment.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import os
 import re
 import threading
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 MASK = "***"
 #: shorter values are not treated as secrets (masking "1" or "true" everywhere helps nobody)
@@ -89,11 +100,47 @@ def secrets() -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
+def _base64_cores(raw: bytes) -> list[str]:
+    """The base64 characters that depend on ``raw`` alone, wherever it sits in a longer
+    encoded text: one string per alignment (0, 1 or 2 bytes before it in its group of 3)."""
+    cores = []
+    for k in range(3):
+        enc = base64.b64encode(b"\0" * k + raw).decode("ascii")
+        first = -(-8 * k // 6)  # the first character made of the key's bits only
+        last = 8 * (k + len(raw)) // 6  # past the last such character
+        cores.append(enc[first:last])
+    return cores
+
+
+@functools.lru_cache(maxsize=256)
+def _forms(secret: str) -> tuple[str, ...]:
+    """``secret`` and its encoded forms, longest first (a whole form before its core)."""
+    raw = secret.encode("utf-8", "surrogatepass")
+    padded = base64.b64encode(raw).decode("ascii")
+    forms = {secret, padded, padded.rstrip("=")}
+    for core in _base64_cores(raw):
+        forms.add(core)
+    for form in list(forms - {secret}):  # the URL-safe alphabet: - for +, _ for /
+        forms.add(form.translate(_URLSAFE))
+    forms.add(raw.hex())
+    forms.add(raw.hex().upper())
+    for url in (quote(secret, safe=""), quote_plus(secret, safe="")):
+        forms.add(url)
+        forms.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), url))
+    # a form shorter than a secret may be would mask innocent text
+    return tuple(sorted((f for f in forms if len(f) >= _MIN_SECRET_CHARS), key=len, reverse=True))
+
+
+_URLSAFE = str.maketrans("+/", "-_")
+
+
 def scrub(text: str, values: list[str] | None = None) -> str:
-    """``text`` with every secret value and every URL password masked."""
+    """``text`` with every secret value (in its plain and encoded forms, see the module's
+    docstring) and every URL password masked."""
     for secret in secrets() if values is None else values:
-        if secret in text:
-            text = text.replace(secret, MASK)
+        for form in _forms(secret):
+            if form in text:
+                text = text.replace(form, MASK)
     if "://" in text:
         text = _URL_USERINFO.sub(MASK + "@", text)
     return text
