@@ -11,6 +11,13 @@ import pytest
 from recursor import RLM, Limits
 from recursor.lm.base import LM
 from recursor.lm.stub_server import StubServer
+from recursor.sandbox.inprocess import keys_in_environment
+
+# The suite is hermetic: a provider key or token in the environment that runs it (a developer's
+# shell, a CI runner) must neither reach a test's models nor make the inprocess environment
+# refuse to start. Tests that need a key set it themselves (monkeypatch).
+for _name in keys_in_environment():
+    del os.environ[_name]
 
 _NO_BWRAP = pytest.mark.skipif(
     shutil.which("bwrap") is None,
