@@ -52,9 +52,11 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def worker_argv(python: str, read_fd: int, write_fd: int) -> list[str]:
-    """The command line of the worker program itself."""
-    return [python, "-I", str(WORKER_PATH), str(read_fd), str(write_fd)]
+def worker_argv(python: str, read_fd: int, write_fd: int, parent: int | None = None) -> list[str]:
+    """The command line of the worker program itself; ``parent``: the pid it should see as its
+    parent (it dies with it; None where a pid namespace hides the host)."""
+    tail = [] if parent is None else [str(parent)]
+    return [python, "-I", str(WORKER_PATH), str(read_fd), str(write_fd), *tail]
 
 
 class WorkerProcess(Protocol):

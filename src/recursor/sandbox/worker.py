@@ -28,7 +28,7 @@ if __name__ == "__main__":  # run as a file: make the package importable without
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from recursor import context as ctx
-from recursor.sandbox import wire
+from recursor.sandbox import lifetime, wire
 from recursor.sandbox.base import SubcallRequest, SubcallResponse
 from recursor.sandbox.framing import Channel
 from recursor.sandbox.hardening import Hardener, Measure
@@ -169,6 +169,8 @@ class Worker:
             measures.append(Measure("rlimits", bool(rlimits), ", ".join(rlimits)))
             if init.sandbox is not None:
                 measures += Hardener(init.sandbox, init.context_path).run()
+            # after the setuid and user namespace of hardening, which cleared it
+            measures.append(lifetime.rearm())
         except Exception as exc:
             self.send(wire.Fatal(f"{type(exc).__name__}: {exc}"))
             return
@@ -190,7 +192,10 @@ class Worker:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``READ_FD WRITE_FD [PARENT_PID]``: the channel, and the pid our parent should have (we
+    die with it; absent where a pid namespace hides it)."""
     args = sys.argv[1:] if argv is None else argv
+    lifetime.die_with_parent(int(args[2]) if len(args) > 2 else None)
     read_fd, write_fd = int(args[0]), int(args[1])
     if read_fd in (0, 1, 2) or write_fd in (0, 1, 2):
         # the channel came as stdio (runsc passes no other fds): move it away, so that a stray
