@@ -208,7 +208,7 @@ class ForkServer:
 class ForkServerLauncher:
     """Workers forked by a :class:`ForkServer` (restarted should it die)."""
 
-    traits = Traits(prestart=True)
+    traits = Traits(prestart=True, pausable=True)
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python

@@ -51,7 +51,7 @@ __all__ = [
 class ProcessLauncher:
     """``python -I worker.py READ_FD WRITE_FD`` as a child process in a new session."""
 
-    traits = Traits(prestart=True)
+    traits = Traits(prestart=True, pausable=True)
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
