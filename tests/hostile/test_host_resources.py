@@ -8,7 +8,7 @@ baseline + 300 MB and the run's wall time, and checks what the model was told.
 
 from __future__ import annotations
 
-import os
+import json
 import sys
 import threading
 import time
@@ -29,6 +29,8 @@ from ..sandbox.conftest import ISOLATING
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="OS confinement is Linux only")
 
 RSS_BOUND = 300 << 20
+#: what `recursor doctor` reports of this part of issue 12
+NEW_MEASURES = ("parent-death signal", "stderr pipe cap", "CPU between cells", "inotify denied")
 
 
 @pytest.fixture(params=ISOLATING[:3])  # subprocess, forkserver, bwrap
@@ -199,10 +201,18 @@ def test_inotify_is_denied(isolating: Callable[[], Environment]) -> None:
     assert answer == "alive"
 
 
-def test_the_measures_say_so() -> None:
-    from recursor.sandbox.doctor import probe
+def test_doctor_prints_the_new_measures() -> None:
+    from typer.testing import CliRunner
 
-    names = {m["name"]: m for m in probe("subprocess")["measures"]}
-    for name in ("parent-death signal", "stderr pipe cap", "CPU between cells", "inotify denied"):
-        assert names[name]["in_force"], names.get(name)
-    assert os.path.exists("/proc/self/status")
+    from recursor.cli import app
+
+    got = CliRunner().invoke(app, ["doctor", "--json", "-e", "subprocess", "-e", "forkserver"])
+    assert got.exit_code == 0, got.output
+    for report in json.loads(got.output)["environments"]:
+        names = {m["name"]: m for m in report["measures"]}
+        for name in NEW_MEASURES:
+            assert names[name]["in_force"], (report["environment"], names.get(name))
+    table = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["doctor", "-e", "subprocess"])
+    assert table.exit_code == 0, table.output
+    for name in NEW_MEASURES:
+        assert name in table.output
