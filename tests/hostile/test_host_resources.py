@@ -14,17 +14,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import pytest
 
 from recursor import RLM, Limits
 from recursor.lm.base import Completion, Message
 from recursor.sandbox.base import Environment
+from recursor.sandbox.limits import DEFAULT_CPU_SECONDS, WorkerLimits
 from recursor.sandbox.stderr_tail import KEEP_BYTES, StderrTail
+from recursor.sandbox.subprocess import SubprocessEnvironment
 from recursor.testing import ScriptedLM
 
 from ..conftest import code
-from ..sandbox.conftest import ISOLATING
+from ..sandbox.conftest import ISOLATING, SMALL
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="OS confinement is Linux only")
 
@@ -178,6 +181,19 @@ def test_a_background_thread_gets_no_cpu_between_cells(
     # unstopped, the spinning thread would have burned ~think_s of CPU while the model thought
     assert after - before < 0.5 * think_s, (before, after)
     assert answer == "alive"
+
+
+def test_cpu_seconds_are_capped_by_default_and_a_spinner_is_killed() -> None:
+    assert WorkerLimits().as_rlimits()["cpu_seconds"] == DEFAULT_CPU_SECONDS
+
+    def tight() -> Environment:
+        return SubprocessEnvironment(limits=replace(SMALL, cpu_seconds=1), prestart=False)
+
+    spin = "while True:\n    pass"
+    root = ScriptedLM([code(spin), code("FINAL('alive')")])
+    seen, answer, took = run_cells(tight, root)
+    assert "REPL process died" in seen[0] and "CPU-time limit" in seen[0], seen[0]
+    assert answer == "alive" and took < 15
 
 
 # -- (c) inotify ---------------------------------------------------------------------------------

@@ -43,6 +43,14 @@ _RLIMITS = {
     "core_bytes": resource.RLIMIT_CORE,
 }
 
+_CPU_GRACE_S = 2
+
+
+def _out_of_cpu(_signum: int, _frame: Any) -> None:
+    # the host shows the end of our stderr to the model as the reason the REPL died
+    os.write(2, b"\nrecursor: the worker used up its CPU-time limit (RLIMIT_CPU) and exits\n")
+    os._exit(152)
+
 
 def apply_rlimits(limits: dict[str, int | None]) -> list[str]:
     """Lower soft and hard limits (never raise them); the names of those set."""
@@ -52,7 +60,9 @@ def apply_rlimits(limits: dict[str, int | None]) -> list[str]:
             continue
         which = _RLIMITS[key]
         _soft, hard = resource.getrlimit(which)
-        new_hard = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        # CPU: SIGXCPU at the soft limit (we say why on stderr and exit), SIGKILL 2 s later
+        want_hard = value + _CPU_GRACE_S if which == resource.RLIMIT_CPU else value
+        new_hard = want_hard if hard == resource.RLIM_INFINITY else min(want_hard, hard)
         resource.setrlimit(which, (min(value, new_hard), new_hard))
         done.append(f"{key}={value}")
     return done
@@ -207,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         os.close(null)
     worker = Worker(Channel(read_fd, write_fd))
     signal.signal(signal.SIGINT, worker.on_sigint)
+    signal.signal(signal.SIGXCPU, _out_of_cpu)
     worker.serve()
 
 
