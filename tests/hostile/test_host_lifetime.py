@@ -159,3 +159,28 @@ def test_cgroups_of_a_killed_host_are_removed_by_the_next_launch() -> None:
     # the next host (this process, for the first time: sweep once per process) cleans up
     assert cgroups.sweep() >= len(left)
     assert cgroups.host_dirs(host_pid) == []
+
+
+@pytest.mark.skipif(not _cgroup_writable(), reason="cgroups are not writable here")
+def test_each_workers_cgroup_dirs_go_at_discard() -> None:
+    from recursor.context import Context
+    from recursor.sandbox.base import SessionSpec, SubcallResponse
+    from recursor.sandbox.subprocess import SubprocessEnvironment
+
+    from ..sandbox.conftest import SMALL
+
+    def handler(request: object) -> SubcallResponse:
+        raise AssertionError("no sub-calls here")
+
+    before = set(cgroups.host_dirs(os.getpid()))
+    env = SubprocessEnvironment(limits=SMALL, prestart=False)
+    ctx = Context("c")
+    session = env.open(SessionSpec(ctx, handler))
+    try:
+        during = set(cgroups.host_dirs(os.getpid())) - before
+        assert during and all(f"-w{session.pid}" in d for d in during), during
+    finally:
+        session.close()
+        env.close()
+        ctx.close()
+    assert not set(cgroups.host_dirs(os.getpid())) - before
