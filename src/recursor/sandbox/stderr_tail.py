@@ -44,9 +44,10 @@ class StderrTail:
                         del self._buf[:over]
                         self.dropped += over
         except OSError:
-            pass
-        finally:
-            os.close(fd)
+            # the fd was closed under us (EBADF: by someone else's double close): the number
+            # may already be another file's, so it is not ours to close
+            return
+        os.close(fd)
 
     def release_writer(self) -> None:
         """Close the host's copy of the write end (the worker has its own): then the pipe ends
