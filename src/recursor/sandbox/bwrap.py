@@ -50,7 +50,9 @@ class BwrapLauncher:
 
     # the context is mounted at launch: no spare
     traits = Traits(
-        context_mount=CONTEXT_MOUNT, confinement={"namespaces": False, "drop_uid": False}
+        context_mount=CONTEXT_MOUNT,
+        confinement={"namespaces": False, "drop_uid": False},
+        pausable=True,
     )
 
     def __init__(

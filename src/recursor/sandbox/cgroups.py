@@ -1,14 +1,18 @@
 """Memory and process-count limits for one worker through cgroups, where they are writable.
 
-The host (not the worker) creates ``recursor/w<pid>`` under the memory and pids controllers
-(cgroup v1 hierarchies, or one cgroup v2 directory with ``memory.max``/``pids.max``), moves the
-worker in right after it starts, and removes the directories once the worker is reaped.
+The host (not the worker) creates ``recursor/h<host pid>-w<worker pid>`` under the memory and
+pids controllers (cgroup v1 hierarchies, or one cgroup v2 directory with
+``memory.max``/``pids.max``), moves the worker in right after it starts, and removes the
+directories once the worker is reaped. A host that was killed cannot remove its own: the next
+host's first launch does (:func:`sweep`), which is why the name carries the host's pid.
 Without write access (no root, no delegation) nothing is set and that is reported.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import time
 from dataclasses import dataclass, field
 
 ROOT = "/sys/fs/cgroup"
@@ -48,11 +52,23 @@ class CgroupLimit:
 
     def release(self) -> None:
         for d in self.dirs:
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
+            _rmdir(d)
         self.dirs = []
+
+
+def _rmdir(d: str) -> None:
+    """Remove a cgroup directory; a worker's last processes may take a moment to leave it
+    (bwrap's reaper in its pid namespace exits after the process the host reaped)."""
+    for _ in range(25):
+        try:
+            os.rmdir(d)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                return
+            time.sleep(0.02)
 
 
 def _write(path: str, value: str) -> None:
@@ -61,7 +77,7 @@ def _write(path: str, value: str) -> None:
 
 
 def _join(base: str, pid: int, files: dict[str, str]) -> str:
-    d = os.path.join(base, "recursor", f"w{pid}")
+    d = os.path.join(base, "recursor", f"h{os.getpid()}-w{pid}")
     os.makedirs(d, exist_ok=True)
     try:
         for name, value in files.items():
@@ -74,33 +90,66 @@ def _join(base: str, pid: int, files: dict[str, str]) -> str:
 
 
 _swept = False
+_BASES = ("memory", "pids", "")
 
 
-def sweep() -> int:
-    """Remove the cgroups of workers that are gone without a release (their host was killed);
-    the number removed. A directory whose worker still runs is left alone."""
-    removed = 0
-    for base in (os.path.join(ROOT, "memory"), os.path.join(ROOT, "pids"), ROOT):
-        parent = os.path.join(base, "recursor")
+def _owner(name: str) -> int | None:
+    """The pid whose death makes a directory stale: the host of ``h<host>-w<worker>``, the
+    worker of an older ``w<worker>``; None for a name that is not ours."""
+    head, _, _tail = name.partition("-")
+    if name.startswith("h") and head[1:].isdigit():
+        return int(head[1:])
+    if name.startswith("w") and name[1:].isdigit():
+        return int(name[1:])
+    return None
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _ours(host_pid: int | None = None) -> list[str]:
+    """The recursor cgroup directories (of one host, when given), across the hierarchies."""
+    out = []
+    for base in _BASES:
+        parent = os.path.join(ROOT, base, "recursor")
         try:
             names = os.listdir(parent)
         except OSError:
             continue
         for name in names:
-            if not (name.startswith("w") and name[1:].isdigit()):
+            owner = _owner(name)
+            if owner is None or (host_pid is not None and not name.startswith(f"h{host_pid}-")):
                 continue
-            try:
-                os.kill(int(name[1:]), 0)
-                continue  # still running
-            except ProcessLookupError:
-                pass
-            except OSError:
-                continue
-            try:
-                os.rmdir(os.path.join(parent, name))
-                removed += 1
-            except OSError:
-                pass
+            out.append(os.path.join(parent, name))
+    return sorted(out)
+
+
+def host_dirs(host_pid: int) -> list[str]:
+    """The cgroup directories a host (by pid) made and did not remove."""
+    return _ours(host_pid)
+
+
+def sweep() -> int:
+    """Remove the cgroups left by hosts that are gone (killed before they could release
+    them); the number removed. A directory whose owner still runs is left alone, and one that
+    still holds a process cannot be removed (the kernel refuses)."""
+    removed = 0
+    for d in _ours():
+        owner = _owner(os.path.basename(d))
+        if owner is None or not _gone(owner):
+            continue
+        try:
+            os.rmdir(d)
+            removed += 1
+        except OSError:
+            pass
     return removed
 
 

@@ -18,9 +18,17 @@ from recursor.errors import SandboxError
 from recursor.sandbox import wire
 from recursor.sandbox.base import SessionSpec
 from recursor.sandbox.hardening import Measure
-from recursor.sandbox.launch import Launched, Launcher, context_bytes, launch, worker_env
+from recursor.sandbox.launch import (
+    Launched,
+    Launcher,
+    context_bytes,
+    launch,
+    pause,
+    worker_env,
+)
 from recursor.sandbox.limits import WorkerLimits
 from recursor.sandbox.session import WorkerSession
+from recursor.sandbox.stderr_tail import KEEP_BYTES
 
 
 class SpareWorker:
@@ -194,7 +202,31 @@ class WorkerEnvironment:
         ]
         if launched.cgroup is not None:
             out.append(Measure("cgroups", launched.cgroup.in_force, launched.cgroup.detail))
+        out.append(
+            Measure(
+                "stderr pipe cap",
+                True,
+                f"a pipe, not a file; the host keeps its last {KEEP_BYTES >> 10} KiB",
+            )
+        )
+        paused = self.hardened and self.launcher.traits.pausable
+        out.append(
+            Measure(
+                "CPU between cells",
+                paused,
+                "process group SIGSTOPped between cells, SIGCONT at the next exec/get_var"
+                if paused
+                else "not stopped between cells",
+            )
+        )
         return out
 
     def interrupt(self, launched: Launched) -> None:
         self.launcher.interrupt(launched)
+
+    def between_cells(self, launched: Launched, *, idle: bool) -> None:
+        """A cell ended (``idle``) or the next exec/get_var comes: where the launcher allows
+        it, the worker is stopped in between, so a thread model code left running burns no
+        CPU while the root model thinks (SIGSTOP/SIGCONT of its process group)."""
+        if self.hardened and self.launcher.traits.pausable:
+            pause(launched, stopped=idle)

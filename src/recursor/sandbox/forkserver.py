@@ -43,6 +43,7 @@ from recursor.sandbox.launch import (
     Spawned,
     SpawnRequest,
     Traits,
+    on_lasting_thread,
     sigint,
     worker_env,
 )
@@ -56,6 +57,7 @@ _MAX_MSG = 4096
 def _serve(ctrl: socket.socket) -> None:
     from recursor.sandbox import worker  # everything a worker needs, imported once
 
+    server_pid = os.getpid()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -90,7 +92,8 @@ def _serve(ctrl: socket.socket) -> None:
                 os.dup2(err_fd, 2)
                 os.close(err_fd)
                 os.chdir(request["scratch"])
-                worker.main([str(read_fd), str(write_fd)])
+                # a fork does not inherit the parent-death signal: worker.main arms it anew
+                worker.main([str(read_fd), str(write_fd), str(server_pid)])
             finally:
                 os._exit(0)
         for fd in fds:
@@ -128,8 +131,10 @@ class ForkServer:
     def __init__(self, python: str, env: dict[str, str]) -> None:
         host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = host
-        self._proc = subprocess.Popen(
-            [python, "-I", os.path.abspath(__file__), str(child.fileno())],
+        # the server dies with the thread that forked it (its parent-death signal): a lasting one
+        self._proc = on_lasting_thread(
+            subprocess.Popen,
+            [python, "-I", os.path.abspath(__file__), str(child.fileno()), str(os.getpid())],
             pass_fds=(child.fileno(),),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -203,7 +208,7 @@ class ForkServer:
 class ForkServerLauncher:
     """Workers forked by a :class:`ForkServer` (restarted should it die)."""
 
-    traits = Traits(prestart=True)
+    traits = Traits(prestart=True, pausable=True)
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
@@ -252,6 +257,10 @@ class ForkServerEnvironment(WorkerEnvironment):
 
 
 def main() -> None:
+    """``CONTROL_FD HOST_PID``: the server dies with the host (and its workers with it)."""
+    from recursor.sandbox import lifetime
+
+    lifetime.die_with_parent(int(sys.argv[2]) if len(sys.argv) > 2 else None)
     _serve(socket.socket(fileno=int(sys.argv[1])))
 
 

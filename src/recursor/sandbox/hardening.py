@@ -168,7 +168,16 @@ class Hardener:
         if self.cfg.get("landlock", True):
             self._landlock()
         if self.cfg.get("seccomp", True):
-            self.note("seccomp", *seccomp.install())
+            in_force, detail = seccomp.install()
+            self.note("seccomp", in_force, detail)
+            self.note(
+                "inotify denied",
+                in_force,
+                "inotify_init, inotify_init1, inotify_add_watch, fanotify_init, fanotify_mark "
+                "refused by seccomp"
+                if in_force
+                else detail,
+            )
         return self.measures
 
     # -- 1 ----------------------------------------------------------------------------------------

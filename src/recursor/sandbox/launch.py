@@ -3,7 +3,7 @@
 A launcher knows one way to start the worker program (a plain ``python -I``, a fork server,
 bubblewrap, runsc, ``docker start``, a vendor's SDK) and what that way enforces around it.
 Everything else is common and lives here or in :mod:`~recursor.sandbox.environment`: the two
-pipes of the frame channel, the scratch directory, the stderr file, the cgroups, the
+pipes of the frame channel, the scratch directory, the stderr pipe, the cgroups, the
 teardown (:func:`launch`, :class:`Launched`).
 """
 
@@ -27,6 +27,7 @@ from recursor.sandbox.base import SessionSpec
 from recursor.sandbox.framing import Channel
 from recursor.sandbox.hardening import Measure
 from recursor.sandbox.limits import WorkerLimits
+from recursor.sandbox.stderr_tail import StderrTail
 
 WORKER_PATH = Path(__file__).with_name("worker.py")
 _MB = 1 << 20
@@ -52,9 +53,11 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def worker_argv(python: str, read_fd: int, write_fd: int) -> list[str]:
-    """The command line of the worker program itself."""
-    return [python, "-I", str(WORKER_PATH), str(read_fd), str(write_fd)]
+def worker_argv(python: str, read_fd: int, write_fd: int, parent: int | None = None) -> list[str]:
+    """The command line of the worker program itself; ``parent``: the pid it should see as its
+    parent (it dies with it; None where a pid namespace hides the host)."""
+    tail = [] if parent is None else [str(parent)]
+    return [python, "-I", str(WORKER_PATH), str(read_fd), str(write_fd), *tail]
 
 
 class WorkerProcess(Protocol):
@@ -100,6 +103,7 @@ class SpawnRequest:
     #: the worker's ends of the channel (closed by :func:`launch` once spawn returns)
     read_fd: int
     write_fd: int
+    #: the write end of the stderr pipe (:class:`~recursor.sandbox.stderr_tail.StderrTail`)
     stderr: IO[bytes]
     #: a fresh local scratch directory (the worker's cwd, where it is a local process)
     cwd: str
@@ -139,6 +143,9 @@ class Traits:
     #: the init frame's ``sandbox`` section (the worker adds the rest of hardening.py's
     #: defaults); ``scratch_mb`` is added from the limits
     confinement: dict[str, Any] = field(default_factory=dict)
+    #: the worker's process group may be SIGSTOPped between cells (a local process tree the
+    #: host may signal; not a container runtime's, which would stop the runtime itself)
+    pausable: bool = False
 
 
 class Launcher(Protocol):
@@ -170,7 +177,7 @@ class Launched:
 
     proc: WorkerProcess
     channel: Channel
-    stderr: IO[bytes]
+    stderr: StderrTail
     scratch: tempfile.TemporaryDirectory[str]
     cgroup: cgroups.CgroupLimit | None = None
     stop: Callable[[], None] | None = None
@@ -207,14 +214,14 @@ def launch(
     *,
     use_cgroups: bool,
 ) -> Launched:
-    """Start a worker through ``launcher``: pipes, a scratch directory, stderr to a file."""
+    """Start a worker through ``launcher``: pipes, a scratch directory, stderr to a pipe."""
     to_worker_r, to_worker_w = os.pipe()
     from_worker_r, from_worker_w = os.pipe()
-    stderr = tempfile.TemporaryFile()
+    stderr = StderrTail()
     scratch = tempfile.TemporaryDirectory(prefix="recursor-repl-")
     memory = limits.memory_bytes(context_bytes(spec))
     request = SpawnRequest(
-        to_worker_r, from_worker_w, stderr, scratch.name, spec, limits, memory, worker_env()
+        to_worker_r, from_worker_w, stderr.writer, scratch.name, spec, limits, memory, worker_env()
     )
     try:
         spawned = launcher.spawn(request)
@@ -227,6 +234,8 @@ def launch(
     finally:
         os.close(to_worker_r)
         os.close(from_worker_w)
+    if launcher.traits.host_process:
+        stderr.release_writer()  # the worker holds its own copy; a remote launcher writes ours
     channel = Channel(from_worker_r, to_worker_w, max_frame=limits.frame_mb * _MB)
     launched = Launched(spawned.proc, channel, stderr, scratch, None, spawned.stop, spawned.cleanup)
     if use_cgroups and launcher.traits.cgroups and sys.platform == "linux":
@@ -260,6 +269,18 @@ def popen_worker(argv: list[str], request: SpawnRequest, *, stdio: bool = False)
         env=request.env,
         start_new_session=True,
     )
+
+
+def pause(launched: Launched, *, stopped: bool) -> None:
+    """SIGSTOP (``stopped``) or SIGCONT the worker's process group, and the process its launcher
+    named: between cells nothing of model code runs (a thread it left behind gets no CPU)."""
+    sig = signal.SIGSTOP if stopped else signal.SIGCONT
+    try:
+        os.killpg(launched.proc.pid, sig)
+        if launched.signal_pid not in (None, launched.proc.pid):
+            os.kill(launched.signal_pid, sig)
+    except ProcessLookupError:
+        pass  # gone: the session finds out when it next talks to it
 
 
 def sigint(launched: Launched) -> None:

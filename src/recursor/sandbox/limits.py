@@ -25,6 +25,8 @@ WANT_PER_CONTEXT_BYTE = 4
 #: per byte of context a worker cannot do without: the mapped file and its decoded text. A
 #: worker is never capped below this, whatever its share: its context must load.
 NEED_PER_CONTEXT_BYTE = 2
+#: the default RLIMIT_CPU of a worker (see :attr:`WorkerLimits.cpu_seconds`)
+DEFAULT_CPU_SECONDS = 3600
 #: how many workers of one run tree the default assumes run at once (the broker's default
 #: ``max_concurrency``: the width of one ``rlm_query_batched``)
 CONCURRENT_WORKERS = 16
@@ -100,7 +102,11 @@ class WorkerLimits:
     """
 
     memory_mb: int | Literal["auto"] | None = "auto"
-    cpu_seconds: int | None = None
+    #: RLIMIT_CPU: CPU seconds the worker may use over its whole life (all threads), then the
+    #: kernel kills it (SIGXCPU) and the model is told its REPL died. CPU only accrues during
+    #: cells (the host stops the worker between them), so one hour is 60 full default cells;
+    #: it bounds what a thread left spinning can take over a long session. None: no cap.
+    cpu_seconds: int | None = DEFAULT_CPU_SECONDS
     file_size_mb: int | None = 1024
     open_files: int | None = 256
     #: threads count too (per uid; the hardened worker has a uid of its own)

@@ -5,7 +5,9 @@ network calls (``socket``, ``connect``, ``bind``, ...), new programs (``execve``
 ``execveat``), new processes (``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD``),
 debugging and memory peeking (``ptrace``, ``process_vm_*``), mounts and namespaces, kernel
 modules, BPF, io_uring (which could do all of the above behind the filter's back), keyrings,
-and signals to any process but itself (``kill``/``tgkill`` only with its own pid).
+file watching (``inotify_*``, ``fanotify_*``: it showed the names of files other processes
+create in readable directories, the host's temp dir and ``/etc``), and signals to any
+process but itself (``kill``/``tgkill`` only with its own pid).
 
 Threads stay allowed on purpose: model code fans sub-calls out with a ThreadPoolExecutor, and a
 thread can do nothing here that the thread it came from cannot. ``clone3`` answers ``ENOSYS``
@@ -114,7 +116,12 @@ DENIED: dict[str, int] = {
     "settimeofday": 164,
     "clock_settime": 227,
     "adjtimex": 159,
+    # watching files: a worker told of names and events in the host's temp dir and /etc
+    "inotify_init": 253,
+    "inotify_add_watch": 254,
+    "inotify_init1": 294,
     "fanotify_init": 300,
+    "fanotify_mark": 301,
 }
 _CLONE, _CLONE3, _KILL, _TGKILL = 56, 435, 62, 234
 
@@ -190,5 +197,5 @@ def install() -> tuple[bool, str]:
         return False, f"seccomp() failed: {os.strerror(ctypes.get_errno())}"
     return True, (
         f"{len(DENIED) + 3} syscalls refused (no sockets, exec, fork, ptrace, mount, "
-        "io_uring; signals only to itself); threads allowed"
+        "io_uring, inotify; signals only to itself); threads allowed"
     )

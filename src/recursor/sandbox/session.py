@@ -16,12 +16,11 @@ to exist is the :class:`WorkerSource`'s business (an environment: a launcher, a 
 from __future__ import annotations
 
 import itertools
-import os
 import queue
 import subprocess
 import threading
 import time
-from typing import IO, Protocol
+from typing import Protocol
 
 from recursor._cancel import POLL_S, Cancel, current, scope
 from recursor.context import ContextMeta
@@ -31,6 +30,7 @@ from recursor.sandbox.base import CellResult, SessionSpec, SubcallRequest, Subca
 from recursor.sandbox.framing import Channel
 from recursor.sandbox.hardening import Measure
 from recursor.sandbox.launch import Launched, WorkerProcess
+from recursor.sandbox.stderr_tail import StderrTail
 
 
 class WorkerSource(Protocol):
@@ -57,6 +57,10 @@ class WorkerSource(Protocol):
         """The cell is out of time: tell the worker (SIGINT, or the launcher's way)."""
         ...
 
+    def between_cells(self, launched: Launched, *, idle: bool) -> None:
+        """The worker is idle now (a cell or get_var ended) or about to be used again."""
+        ...
+
 
 #: ("frame", Frame, None) | ("broken", reason, None) | ("eof", None, None) |
 #: ("subcall_done", token, SubcallResponse), from the reader thread and the sub-call threads
@@ -74,7 +78,7 @@ class WorkerSession:
         self._proc: WorkerProcess | None = None
         self._channel: Channel | None = None
         self._events: queue.Queue[_Event] = queue.Queue()
-        self._stderr: IO[bytes] | None = None
+        self._stderr: StderrTail | None = None
         self._launched: Launched | None = None
         self._meta: ContextMeta | None = None
         self._closed = False
@@ -160,12 +164,7 @@ class WorkerSession:
                 code = self._proc.wait(timeout=0.2)
             except subprocess.TimeoutExpired:
                 pass
-        tail = ""
-        if self._stderr is not None:
-            self._stderr.seek(0, os.SEEK_END)
-            size = self._stderr.tell()
-            self._stderr.seek(max(0, size - 2000))
-            tail = self._stderr.read().decode("utf-8", "replace").strip()
+        tail = "" if self._stderr is None else self._stderr.tail()
         what = f"exit status {code}" if code is None or code >= 0 else f"killed by signal {-code}"
         return what + (f"; stderr: {tail}" if tail else "")
 
@@ -187,11 +186,23 @@ class WorkerSession:
         self._kill()
 
     # -- cells ----------------------------------------------------------------------------------
+    def _idle(self, idle: bool) -> None:
+        """Stop the worker between cells, continue it for the next command (where allowed)."""
+        if self._launched is not None:
+            self._source.between_cells(self._launched, idle=idle)
+
     def run(self, code: str, *, deadline: float | None, output_limit: int) -> CellResult:
         if self._closed:
             raise SandboxError("this REPL session was closed")
         if self._proc is None:
             self._start()
+        self._idle(False)
+        try:
+            return self._run(code, deadline=deadline, output_limit=output_limit)
+        finally:
+            self._idle(True)
+
+    def _run(self, code: str, *, deadline: float | None, output_limit: int) -> CellResult:
         # under the caller's scope: a child RLM stopped by its parent stops its cells too
         cell = self._cell = Cancel(current())
         self._send(wire.Exec(code, output_limit))
@@ -327,6 +338,13 @@ class WorkerSession:
     def get_var(self, name: str, *, deadline: float | None) -> str | None:
         if self._closed or self._proc is None:
             raise WorkerCrashed("the REPL is not running")
+        self._idle(False)
+        try:
+            return self._get_var(name, deadline)
+        finally:
+            self._idle(True)
+
+    def _get_var(self, name: str, deadline: float | None) -> str | None:
         self._send(wire.GetVar(name))
         until = time.monotonic() + 30 if deadline is None else deadline
         while True:

@@ -14,6 +14,7 @@ the limits in limits.py. The names other code imports from here stay importable 
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Unpack
 
@@ -27,6 +28,7 @@ from recursor.sandbox.launch import (
     SpawnRequest,
     Traits,
     WorkerProcess,
+    on_lasting_thread,
     popen_worker,
     sigint,
     worker_argv,
@@ -49,14 +51,16 @@ __all__ = [
 class ProcessLauncher:
     """``python -I worker.py READ_FD WRITE_FD`` as a child process in a new session."""
 
-    traits = Traits(prestart=True)
+    traits = Traits(prestart=True, pausable=True)
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
 
     def spawn(self, request: SpawnRequest) -> Spawned:
-        argv = worker_argv(self.python, request.read_fd, request.write_fd)
-        return Spawned(popen_worker(argv, request))
+        argv = worker_argv(self.python, request.read_fd, request.write_fd, os.getpid())
+        # the worker's parent-death signal fires when the thread that forked it ends (a spare
+        # is started on a short-lived thread): fork on one that lasts
+        return Spawned(on_lasting_thread(popen_worker, argv, request))
 
     def on_ready(self, launched: Launched) -> list[Measure]:
         return []

@@ -28,7 +28,7 @@ if __name__ == "__main__":  # run as a file: make the package importable without
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from recursor import context as ctx
-from recursor.sandbox import wire
+from recursor.sandbox import lifetime, wire
 from recursor.sandbox.base import SubcallRequest, SubcallResponse
 from recursor.sandbox.framing import Channel
 from recursor.sandbox.hardening import Hardener, Measure
@@ -43,6 +43,14 @@ _RLIMITS = {
     "core_bytes": resource.RLIMIT_CORE,
 }
 
+_CPU_GRACE_S = 2
+
+
+def _out_of_cpu(_signum: int, _frame: Any) -> None:
+    # the host shows the end of our stderr to the model as the reason the REPL died
+    os.write(2, b"\nrecursor: the worker used up its CPU-time limit (RLIMIT_CPU) and exits\n")
+    os._exit(152)
+
 
 def apply_rlimits(limits: dict[str, int | None]) -> list[str]:
     """Lower soft and hard limits (never raise them); the names of those set."""
@@ -52,7 +60,9 @@ def apply_rlimits(limits: dict[str, int | None]) -> list[str]:
             continue
         which = _RLIMITS[key]
         _soft, hard = resource.getrlimit(which)
-        new_hard = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        # CPU: SIGXCPU at the soft limit (we say why on stderr and exit), SIGKILL 2 s later
+        want_hard = value + _CPU_GRACE_S if which == resource.RLIMIT_CPU else value
+        new_hard = want_hard if hard == resource.RLIM_INFINITY else min(want_hard, hard)
         resource.setrlimit(which, (min(value, new_hard), new_hard))
         done.append(f"{key}={value}")
     return done
@@ -169,6 +179,8 @@ class Worker:
             measures.append(Measure("rlimits", bool(rlimits), ", ".join(rlimits)))
             if init.sandbox is not None:
                 measures += Hardener(init.sandbox, init.context_path).run()
+            # after the setuid and user namespace of hardening, which cleared it
+            measures.append(lifetime.rearm())
         except Exception as exc:
             self.send(wire.Fatal(f"{type(exc).__name__}: {exc}"))
             return
@@ -190,7 +202,10 @@ class Worker:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``READ_FD WRITE_FD [PARENT_PID]``: the channel, and the pid our parent should have (we
+    die with it; absent where a pid namespace hides it)."""
     args = sys.argv[1:] if argv is None else argv
+    lifetime.die_with_parent(int(args[2]) if len(args) > 2 else None)
     read_fd, write_fd = int(args[0]), int(args[1])
     if read_fd in (0, 1, 2) or write_fd in (0, 1, 2):
         # the channel came as stdio (runsc passes no other fds): move it away, so that a stray
@@ -202,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         os.close(null)
     worker = Worker(Channel(read_fd, write_fd))
     signal.signal(signal.SIGINT, worker.on_sigint)
+    signal.signal(signal.SIGXCPU, _out_of_cpu)
     worker.serve()
 
 
