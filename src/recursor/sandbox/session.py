@@ -182,10 +182,6 @@ class WorkerSession:
         if launched is not None:
             launched.discard()
 
-    def _restart(self) -> None:
-        self._kill()
-        self._start()
-
     def close(self) -> None:
         # No graceful shutdown: the worker holds nothing worth saving, and waiting for an
         # interpreter to finalize would cost more than the whole of a short completion.
@@ -348,7 +344,9 @@ class WorkerSession:
         self._send(wire.SubcallResult(ident, refused))
 
     def _lost(self, why: str, output_limit: int) -> CellResult:
-        self._restart()
+        # the new worker starts with the next cell, not here: a run whose deadline killed this
+        # one must end now, not after another worker's start (a second or more under gVisor)
+        self._kill()
         return CellResult(
             error=f"{why}. A new REPL was started: `context` is there again, but every variable, "
             "import and function defined before is gone.",
