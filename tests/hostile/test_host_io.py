@@ -161,3 +161,25 @@ def test_writes_to_a_worker_that_never_reads_do_not_block() -> None:
         box.close()
         os.close(r)
         os.close(w)
+
+
+def test_the_inbox_stops_reading_while_it_is_full() -> None:
+    from recursor.sandbox import wire
+    from recursor.sandbox.framing import Channel, encode, write_parts
+    from recursor.sandbox.pipes import Inbox
+
+    r, w = os.pipe()
+    inbox = Inbox(Channel(r, -1), max_frames=2, max_idle=100)
+    try:
+        inbox.busy(True)
+        for _ in range(10):
+            write_parts(w, encode(wire.Var("v").to_wire()))
+        time.sleep(0.3)
+        # two queued, one read and waiting for room: the other seven are still in the pipe
+        assert inbox._events.qsize() == 2
+        taken = [inbox.get(1) for _ in range(10)]
+        assert all(kind == "frame" for kind, _, _ in taken)
+    finally:
+        inbox.stop()
+        os.close(w)
+        os.close(r)
