@@ -10,6 +10,7 @@
     │   ├── IterationLimitExceeded    max_iterations, and no final answer after the last call
     │   ├── DepthLimitExceeded        a sub-call asked for a depth past max_depth
     │   ├── SubcallLimitExceeded      max_subcalls
+    │   ├── BatchLimitExceeded        max_batch (one batched sub-call, refused whole)
     │   ├── TokenLimitExceeded        max_tokens (input + output, whole tree)
     │   ├── CostLimitExceeded         max_cost_usd (whole tree, priced calls only)
     │   ├── RunTimeout                timeout_s (whole run, wall clock)
@@ -73,6 +74,10 @@ class DepthLimitExceeded(LimitExceeded):
 
 class SubcallLimitExceeded(LimitExceeded):
     limit = "max_subcalls"
+
+
+class BatchLimitExceeded(LimitExceeded):
+    limit = "max_batch"
 
 
 class TokenLimitExceeded(LimitExceeded):

@@ -26,12 +26,22 @@ from recursor.usage import Usage, UsageReport
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Hard budgets for one ``completion``, shared by its whole tree. ``None`` is unlimited."""
+    """Hard budgets for one ``completion``, shared by its whole tree. ``None`` is unlimited.
+
+    Model code is untrusted, so the sub-call budgets have defaults: ``max_subcalls=10_000``
+    for the whole tree (each made call is a trace event and a ledger entry the host keeps) and
+    ``max_batch=2_000`` prompts in one ``llm_query_batched`` / ``rlm_query_batched``: a bigger
+    batch is refused whole, before anything is reserved or traced, with a
+    ``BatchLimitExceeded`` raised in the cell (200,000 empty prompts once held 789 MB of trace
+    events). Pass ``None`` to lift either.
+    """
 
     #: root model turns (each reply, its cells and their observation)
     max_iterations: int = 30
     #: sub-calls of the whole tree: each llm_query, each batch item, each rlm_query
-    max_subcalls: int | None = None
+    max_subcalls: int | None = 10_000
+    #: prompts in one batched sub-call; a bigger batch is refused whole (BatchLimitExceeded)
+    max_batch: int | None = 2_000
     #: input + output tokens of every model call of the tree
     max_tokens: int | None = None
     #: dollars over every priced call of the tree (calls with unknown price are not counted)
@@ -48,7 +58,14 @@ class Limits:
             raise ConfigurationError("max_iterations must be >= 1")
         if self.max_output_chars < 200:
             raise ConfigurationError("max_output_chars must be >= 200")
-        for name in ("max_subcalls", "max_tokens", "max_cost_usd", "timeout_s", "cell_timeout_s"):
+        for name in (
+            "max_subcalls",
+            "max_batch",
+            "max_tokens",
+            "max_cost_usd",
+            "timeout_s",
+            "cell_timeout_s",
+        ):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ConfigurationError(f"{name} must be >= 0 or None")

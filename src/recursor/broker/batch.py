@@ -46,6 +46,7 @@ from recursor.broker.items import ItemCancelled, ItemError, ItemResult
 from recursor.broker.plain import PlainCalls
 from recursor.broker.scope import BrokerScope
 from recursor.errors import (
+    BatchLimitExceeded,
     ConfigurationError,
     DepthLimitExceeded,
     RunAborted,
@@ -83,6 +84,9 @@ class Broker:
             lm = self._model(request.model, s.depth + 1)
         except ConfigurationError as exc:
             return SubcallResponse.failure(n, str(exc), ConfigurationError.__name__)
+        cap = s.ledger.limits.max_batch
+        if cap is not None and n > cap:
+            return self._too_big(n, cap)
         items = [ItemResult() for _ in range(n)]
         granted = s.ledger.reserve_subcalls(n)
         if granted < n:
@@ -112,6 +116,18 @@ class Broker:
                 f"{len(failed)} of {n} batch items failed; item {first}: {items[first].error}"
             )
         return response_of(items)
+
+    def _too_big(self, n: int, cap: int) -> SubcallResponse:
+        """A batch over ``max_batch``, refused whole: one error the REPL raises, one trace event
+        (never one per item: a forged batch of 200,000 prompts must not become 200,000)."""
+        s = self.scope
+        message = (
+            f"max_batch={cap}: a batch of {n:,} prompts was refused whole; "
+            f"send at most {cap:,} prompts per batched call"
+        )
+        s.ledger.note(BatchLimitExceeded(message))
+        s.trace.emit(LimitHit(s.run_id, limit=BatchLimitExceeded.limit, message=message))
+        return SubcallResponse.failure(1, message, BatchLimitExceeded.__name__, raised=True)
 
     def _run_batch(
         self, request: SubcallRequest, lm: LM, items: list[ItemResult], *, cancel: Cancel

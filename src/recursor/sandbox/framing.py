@@ -11,17 +11,23 @@ order, the path being the dict keys and list indexes that lead to it. The blob b
 JSON, written straight from the encoded string (no concatenation) and decoded from one buffer.
 A frame without big strings has no ``"_blobs"`` and is the plain JSON frame it always was.
 
-Reading never trusts the other side: the JSON part and the whole frame are bounded by the
-channel's ``max_frame`` before anything that size is allocated, paths must lead to a ``null``
-that is there, and anything malformed is a :class:`ProtocolError` (a SandboxError).
+Reading never trusts the other side, and what it allocates follows what was sent and what it
+will decode to, never what a header claims: the JSON part is bounded by ``max_json`` (far below
+the frame cap: big strings are blobs) before anything is read; bodies are read in chunks of at
+most 1 MiB into a growing buffer; the JSON's values are counted (strings blanked, then commas
+and brackets counted: an upper bound) before ``json.loads`` turns 4 MB of ``[0,0,...]`` into
+hundreds of MB of objects; and the blobs' decoded size (bytes x the widest character seen so
+far: a str with one emoji takes 4 bytes a character) must fit ``max_frame``. Paths must lead to
+a ``null`` that is there, and anything malformed is a :class:`ProtocolError` (a SandboxError).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from recursor.errors import ProtocolError
@@ -29,6 +35,19 @@ from recursor.errors import ProtocolError
 _HEADER = struct.Struct(">I")
 #: the default bound on one frame, JSON and blobs together (a sub-call prompt of 50 MB is fine)
 MAX_FRAME = 1 << 30
+#: the default bound on a frame's JSON part: a sub-call's big prompts are blobs, so the JSON
+#: holds only short strings and the frame's shape
+MAX_JSON = 8 << 20
+#: the default bound on the values (containers and scalars) one frame's JSON may hold
+MAX_ITEMS = 250_000
+#: how much one read asks for: memory follows the bytes that arrive, not the header's claim
+_CHUNK = 1 << 20
+#: a JSON string (the unrolled form: linear on any input)
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+#: UTF-8 lead bytes of characters >= U+0100 (a str of them takes 2 bytes a character) and
+#: >= U+10000 (4 bytes a character)
+_WIDE = re.compile(rb"[\xc4-\xef]")
+_ASTRAL = re.compile(rb"[\xf0-\xf4]")
 #: strings at least this long travel as blobs (below it, JSON is as cheap and one write fewer)
 BLOB_MIN = 1 << 14
 #: the frame key that lists the blobs; frames are our own protocol objects, never user data
@@ -138,29 +157,50 @@ def _step(node: Any, step: Any) -> Any:
     raise ProtocolError(f"blob path step {str(step)[:100]!r} leads nowhere")
 
 
+def _count_items(body: bytes | bytearray) -> int:
+    """An upper bound on the values the JSON ``body`` holds, without building them."""
+    shape = _STRING.sub(b"0", body)
+    return 1 + shape.count(b",") + shape.count(b"[") + shape.count(b"{")
+
+
+def _width(data: bytes | bytearray) -> int:
+    """Bytes a character of ``data`` decoded to str takes at most (1, 2 or 4)."""
+    if _ASTRAL.search(data):
+        return 4
+    return 2 if _WIDE.search(data) else 1
+
+
 class Channel:
     """Blocking frame I/O on raw fds (no buffering layer: frames are read exactly).
 
     ``max_frame`` bounds what :meth:`recv` accepts and so what the other side can make this
-    one allocate for a frame (the host sets it from ``WorkerLimits.frame_mb``).
+    one allocate for a frame (the host sets it from ``WorkerLimits.frame_mb``): the bytes of a
+    frame, and the decoded size of its blobs. ``max_json`` and ``max_items`` bound its JSON
+    part (see the module's docstring). :attr:`last_size` is the byte size of the frame
+    :meth:`recv` returned last (the host's queue of frames is bounded by it).
     """
 
-    def __init__(self, read_fd: int, write_fd: int, *, max_frame: int = MAX_FRAME) -> None:
+    def __init__(
+        self,
+        read_fd: int,
+        write_fd: int,
+        *,
+        max_frame: int = MAX_FRAME,
+        max_json: int = MAX_JSON,
+        max_items: int = MAX_ITEMS,
+    ) -> None:
         self.read_fd = read_fd
         self.write_fd = write_fd
         self.max_frame = max_frame
+        self.max_json = min(max_json, max_frame)
+        self.max_items = max_items
+        self.last_size = 0
 
     def send(self, obj: dict[str, Any]) -> None:
         self._write_all(encode(obj, self.max_frame))
 
     def _write_all(self, parts: list[bytes]) -> None:
-        views = [memoryview(p) for p in parts if p]
-        while views:
-            n = os.writev(self.write_fd, views[:_IOV_BATCH])
-            while n and n >= len(views[0]):
-                n -= len(views.pop(0))
-            if n:
-                views[0] = views[0][n:]
+        write_parts(self.write_fd, parts)
 
     def recv(self) -> dict[str, Any] | None:
         """The next frame, or None at end of stream."""
@@ -168,25 +208,45 @@ class Channel:
         if header is None:
             return None
         (size,) = _HEADER.unpack(header)
-        if size > self.max_frame:
-            raise ProtocolError(f"incoming frame of {size:,} bytes exceeds the limit")
+        if size > self.max_json:
+            raise ProtocolError(
+                f"incoming frame of {size:,} bytes exceeds the limit ({self.max_json:,} "
+                "bytes of JSON)"
+            )
         body = self._read_exact(size) if size else b""
         if body is None:
             raise ProtocolError("stream ended inside a frame")
+        items = _count_items(body)
+        if items > self.max_items:
+            raise ProtocolError(
+                f"incoming frame holds ~{items:,} JSON values, over the {self.max_items:,} limit"
+            )
         try:
             obj = json.loads(body)
         except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
             raise ProtocolError(f"malformed frame: {exc}") from exc
+        del body
         if not isinstance(obj, dict) or not isinstance(obj.get("op"), str):
             raise ProtocolError("a frame must be a JSON object with an 'op'")
         specs = _blob_specs(obj, self.max_frame - size)
+        total = sum(n for _, n in specs)
         if specs:
-            self._attach(obj, specs)
+            self._attach(obj, specs, total)
+        self.last_size = size + total
         return obj
 
-    def _attach(self, obj: dict[str, Any], specs: list[tuple[_Path, int]]) -> None:
-        total = sum(n for _, n in specs)
-        data = self._read_exact(total) if total else b""
+    def _attach(self, obj: dict[str, Any], specs: list[tuple[_Path, int]], total: int) -> None:
+        widest = [1]
+
+        def decoded_fits(chunk: bytes, got: int) -> None:
+            widest[0] = max(widest[0], _width(chunk))
+            if got * widest[0] > self.max_frame:
+                raise ProtocolError(
+                    f"the frame's blobs decode to {got * widest[0]:,}+ bytes of text "
+                    f"({widest[0]} a character), over the {self.max_frame:,}-byte limit"
+                )
+
+        data = self._read_exact(total, decoded_fits) if total else b""
         if data is None:
             raise ProtocolError("stream ended inside a frame")
         view = memoryview(data)
@@ -199,17 +259,21 @@ class Channel:
             at += n
             _place(obj, path, text)
 
-    def _read_exact(self, n: int) -> bytes | bytearray | None:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            k = os.readv(self.read_fd, [view[got:]])
-            if k == 0:
-                if got == 0:
+    def _read_exact(
+        self, n: int, check: Callable[[bytes, int], None] | None = None
+    ) -> bytes | bytearray | None:
+        """``n`` bytes, read in chunks into a buffer that grows as they arrive (a header's
+        claim allocates nothing); ``check(chunk, bytes so far)`` may refuse on the way."""
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = os.read(self.read_fd, min(_CHUNK, n - len(buf)))
+            if not chunk:
+                if not buf:
                     return None
                 raise ProtocolError("stream ended inside a frame")
-            got += k
+            buf += chunk
+            if check is not None:
+                check(chunk, len(buf))
         return buf
 
     def close(self) -> None:
@@ -218,3 +282,14 @@ class Channel:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def write_parts(fd: int, parts: list[bytes]) -> None:
+    """Write a frame's buffers (from :func:`encode`) to ``fd`` in full (blocking)."""
+    views = [memoryview(p) for p in parts if p]
+    while views:
+        n = os.writev(fd, views[:_IOV_BATCH])
+        while n and n >= len(views[0]):
+            n -= len(views.pop(0))
+        if n:
+            views[0] = views[0][n:]

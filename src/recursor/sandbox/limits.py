@@ -113,9 +113,11 @@ class WorkerLimits:
     processes: int | None = 128
     #: size of the private tmpfs over the scratch directory (hardened workers)
     scratch_mb: int | None = 256
-    #: the largest frame the host reads from the worker (a sub-call's prompts, a variable): a
-    #: bound on what the worker can make the host allocate at once (not an rlimit)
-    frame_mb: int = 1024
+    #: the largest frame the host reads from the worker (a sub-call's prompts, a variable), in
+    #: bytes sent and in bytes its strings take once decoded (a str with one emoji takes 4 bytes
+    #: a character): a bound on what the worker can make the host allocate at once (not an
+    #: rlimit). 256 MiB: a sub-call prompt of 50 MB in any script still fits
+    frame_mb: int = 256
     #: how many workers of one tree the automatic memory cap shares the machine between
     concurrent_workers: int = CONCURRENT_WORKERS
 

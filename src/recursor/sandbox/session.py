@@ -6,7 +6,11 @@ a cell past it gets SIGINT (its namespace survives), then, if it does not yield 
 lost). The cell's sub-calls are served under its cancel scope (:mod:`recursor._cancel`): at
 the deadline, or when the worker dies, the broker stops those still queued or in flight too.
 Frames from the worker are untrusted: read through :mod:`~recursor.sandbox.wire`, and a bad one
-(or one the session's state does not allow) costs the worker, never the host.
+(or one the session's state does not allow) costs the worker, never the host. Both directions
+go through :mod:`~recursor.sandbox.pipes`: writes never block the deadline logic, the queue of
+incoming frames is bounded (backpressure), a flood between cells kills the worker, and at most
+:data:`MAX_IN_FLIGHT` sub-calls per session are served at once (more are refused), so forged
+requests cannot make the host start a thread each.
 
 A session is not tied to one completion: it runs cells until :meth:`WorkerSession.close`
 (idempotent), and a later ``run`` after a lost worker starts a new one. How the worker comes
@@ -30,6 +34,7 @@ from recursor.sandbox.base import CellResult, SessionSpec, SubcallRequest, Subca
 from recursor.sandbox.framing import Channel
 from recursor.sandbox.hardening import Measure
 from recursor.sandbox.launch import Launched, WorkerProcess
+from recursor.sandbox.pipes import Event, Inbox, Outbox
 from recursor.sandbox.stderr_tail import StderrTail
 
 
@@ -62,10 +67,11 @@ class WorkerSource(Protocol):
         ...
 
 
-#: ("frame", Frame, None) | ("broken", reason, None) | ("eof", None, None) |
-#: ("subcall_done", token, SubcallResponse), from the reader thread and the sub-call threads
-_Event = tuple[str, object, object]
+_Event = Event
 _CELL_FRAMES = (wire.Result, wire.Subcall)
+#: sub-calls of one session served at once (a thread each, waiting on the broker); more are
+#: refused with an error, so a worker cannot make the host start a thread per forged request
+MAX_IN_FLIGHT = 64
 
 
 class WorkerSession:
@@ -77,7 +83,8 @@ class WorkerSession:
         self._tokens = itertools.count()
         self._proc: WorkerProcess | None = None
         self._channel: Channel | None = None
-        self._events: queue.Queue[_Event] = queue.Queue()
+        self._inbox: Inbox | None = None
+        self._outbox: Outbox | None = None
         self._stderr: StderrTail | None = None
         self._launched: Launched | None = None
         self._meta: ContextMeta | None = None
@@ -109,12 +116,12 @@ class WorkerSession:
         self._proc = launched.proc
         self._channel = launched.channel
         self._stderr = launched.stderr
-        self._events = queue.Queue()
-        threading.Thread(
-            target=self._read_loop, args=(launched.channel, self._events), daemon=True
-        ).start()
+        self._inbox = Inbox(launched.channel)
+        self._outbox = Outbox(launched.channel)
+        self._inbox.busy(True)
         self._send(self._source.init_frame(self._spec, launched))
         got = self._next_frame(time.monotonic() + self._source.start_timeout_s)
+        self._inbox.busy(False)
         if not isinstance(got, wire.Ready):
             if isinstance(got, wire.Fatal):
                 detail = got.error
@@ -127,28 +134,24 @@ class WorkerSession:
         self._meta = got.meta
         self.measures = [*got.measures, *self._source.on_ready(launched)]
 
-    @staticmethod
-    def _read_loop(channel: Channel, events: queue.Queue[_Event]) -> None:
-        try:
-            while (raw := channel.recv()) is not None:
-                events.put(("frame", wire.parse(raw, wire.FROM_WORKER), None))
-        except (ProtocolError, OSError) as exc:
-            events.put(("broken", str(exc), None))
-            return
-        except Exception as exc:  # whatever a hostile frame provokes, the host must hear of it
-            events.put(("broken", f"{type(exc).__name__}: {exc}", None))
-            return
-        events.put(("eof", None, None))
-
     def _send(self, frame: wire.Frame) -> None:
-        assert self._channel is not None
-        self._channel.send(frame.to_wire())
+        """Queue ``frame`` for the worker (never blocks); a worker that does not drain its
+        channel, or a frame that cannot be sent, breaks the channel (the worker is killed)."""
+        assert self._outbox is not None and self._inbox is not None
+        try:
+            self._outbox.send(frame.to_wire())
+        except ProtocolError as exc:
+            self._inbox.put(("broken", str(exc), None))
+
+    def _take(self, timeout: float | None) -> _Event:
+        assert self._inbox is not None
+        return self._inbox.get(timeout)
 
     def _next_frame(self, deadline: float) -> wire.Frame | None:
         """The next frame, or None when the worker is gone, broke the protocol or is late."""
         while True:
             try:
-                kind, payload, _ = self._events.get(timeout=max(0.0, deadline - time.monotonic()))
+                kind, payload, _ = self._take(max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 return None
             if kind == "frame":
@@ -171,12 +174,12 @@ class WorkerSession:
     def _kill(self) -> None:
         launched, self._launched = self._launched, None
         self._proc = None
+        if self._inbox is not None:
+            self._inbox.stop()
+        if self._outbox is not None:
+            self._outbox.close()
         if launched is not None:
             launched.discard()
-
-    def _restart(self) -> None:
-        self._kill()
-        self._start()
 
     def close(self) -> None:
         # No graceful shutdown: the worker holds nothing worth saving, and waiting for an
@@ -205,6 +208,17 @@ class WorkerSession:
     def _run(self, code: str, *, deadline: float | None, output_limit: int) -> CellResult:
         # under the caller's scope: a child RLM stopped by its parent stops its cells too
         cell = self._cell = Cancel(current())
+        assert self._inbox is not None
+        self._inbox.busy(True)
+        try:
+            return self._run_cell(code, cell, deadline=deadline, output_limit=output_limit)
+        finally:
+            if self._inbox is not None:
+                self._inbox.busy(False)
+
+    def _run_cell(
+        self, code: str, cell: Cancel, *, deadline: float | None, output_limit: int
+    ) -> CellResult:
         self._send(wire.Exec(code, output_limit))
         t0 = time.monotonic()
         pending: dict[int, tuple[int, int]] = {}  # host token -> (worker's request id, prompts)
@@ -216,7 +230,7 @@ class WorkerSession:
                 result.duration_s = result.duration_s or time.monotonic() - t0
                 return result
             try:
-                event = self._events.get(timeout=POLL_S if left is None else min(POLL_S, left))
+                event = self._take(POLL_S if left is None else min(POLL_S, left))
             except queue.Empty:
                 continue
             ended = self._on_event(event, pending, cell, output_limit, t0)
@@ -272,12 +286,23 @@ class WorkerSession:
         if isinstance(frame, wire.Result):
             return frame.cell
         assert isinstance(frame, wire.Subcall)
+        if len(pending) >= MAX_IN_FLIGHT:
+            self._refuse(
+                frame.id,
+                len(frame.request.prompts),
+                f"more than {MAX_IN_FLIGHT} sub-calls of this REPL are in flight",
+                "SubcallLimitExceeded",
+            )
+            return None
         token = next(self._tokens)
         pending[token] = (frame.id, len(frame.request.prompts))
         self._serve(token, frame.request, cell)
         return None
 
     def _serve(self, token: int, request: SubcallRequest, cell: Cancel) -> None:
+        inbox = self._inbox
+        assert inbox is not None
+
         def work() -> None:
             try:
                 with scope(cell):
@@ -286,7 +311,7 @@ class WorkerSession:
                 response = SubcallResponse.failure(
                     len(request.prompts), str(exc), type(exc).__name__, raised=True
                 )
-            self._events.put(("subcall_done", token, response))
+            inbox.put(("subcall_done", token, response))
 
         threading.Thread(target=work, daemon=True).start()
 
@@ -301,7 +326,7 @@ class WorkerSession:
         until = time.monotonic() + self._source.grace_s
         while (left := until - time.monotonic()) > 0:
             try:
-                kind, payload, _ = self._events.get(timeout=left)
+                kind, payload, _ = self._take(left)
             except queue.Empty:
                 break
             if kind in ("eof", "broken"):
@@ -322,13 +347,17 @@ class WorkerSession:
         cell.timed_out = True
         return cell
 
-    def _refuse(self, ident: int, n: int, why: str = "the cell ran out of time") -> None:
-        """Answer a sub-call of a stopped cell without making it (one error per prompt)."""
-        refused = SubcallResponse.failure(max(1, n), f"cancelled: {why}", "CellTimeout")
+    def _refuse(
+        self, ident: int, n: int, why: str = "the cell ran out of time", kind: str = "CellTimeout"
+    ) -> None:
+        """Answer a sub-call without making it (one error per prompt)."""
+        refused = SubcallResponse.failure(max(1, n), f"cancelled: {why}", kind)
         self._send(wire.SubcallResult(ident, refused))
 
     def _lost(self, why: str, output_limit: int) -> CellResult:
-        self._restart()
+        # the new worker starts with the next cell, not here: a run whose deadline killed this
+        # one must end now, not after another worker's start (a second or more under gVisor)
+        self._kill()
         return CellResult(
             error=f"{why}. A new REPL was started: `context` is there again, but every variable, "
             "import and function defined before is gone.",
@@ -338,10 +367,14 @@ class WorkerSession:
     def get_var(self, name: str, *, deadline: float | None) -> str | None:
         if self._closed or self._proc is None:
             raise WorkerCrashed("the REPL is not running")
+        assert self._inbox is not None
         self._idle(False)
+        self._inbox.busy(True)
         try:
             return self._get_var(name, deadline)
         finally:
+            if self._inbox is not None:
+                self._inbox.busy(False)
             self._idle(True)
 
     def _get_var(self, name: str, deadline: float | None) -> str | None:
