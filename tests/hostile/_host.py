@@ -23,6 +23,9 @@ from ..conftest import code, make_rlm
 
 #: the flood and forgery preamble model code runs: the worker's channel, found the way hostile
 #: code would (its objects are reachable through gc), and a writer of raw bytes to it
+#: host RSS an attack may add (MB): the issue's bound
+RSS_BOUND_MB = 300
+
 FORGE = """\
 import gc, json, os, struct, time, threading
 from recursor.sandbox.framing import Channel

@@ -21,19 +21,9 @@ from recursor.sandbox.session import MAX_IN_FLIGHT
 from recursor.sandbox.subprocess import SubprocessEnvironment
 from recursor.testing import FunctionLM
 
-from ..sandbox.conftest import ISOLATING
-from ._host import FORGE, attack
+from ._host import FORGE, RSS_BOUND_MB, attack
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="OS confinement is Linux only")
-
-#: host RSS an attack may add (MB): the issue's bound
-RSS_BOUND_MB = 300
-
-
-@pytest.fixture(params=ISOLATING)
-def isolating(request: pytest.FixtureRequest) -> Callable[[], Environment]:
-    factory: Callable[[], Environment] = request.param
-    return factory
 
 
 def _request(ident: int, prompts: int = 1) -> str:

@@ -21,18 +21,9 @@ from recursor.sandbox.base import Environment
 from recursor.sandbox.framing import Channel
 from recursor.testing import FunctionLM
 
-from ..sandbox.conftest import ISOLATING
-from ._host import FORGE, attack
+from ._host import FORGE, RSS_BOUND_MB, attack
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="OS confinement is Linux only")
-
-RSS_BOUND_MB = 300
-
-
-@pytest.fixture(params=ISOLATING)
-def isolating(request: pytest.FixtureRequest) -> Callable[[], Environment]:
-    factory: Callable[[], Environment] = request.param
-    return factory
 
 
 ATTACKS = {
