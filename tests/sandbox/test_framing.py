@@ -197,3 +197,20 @@ def test_well_formed_frames_with_bad_content_lose_the_repl(frame: dict[str, Any]
         assert calls == []
     finally:
         session.close()
+
+
+def test_a_second_close_never_closes_a_reused_fd_number() -> None:
+    import os
+
+    r, w = os.pipe()
+    channel = Channel(r, w)
+    channel.close()
+    r2, w2 = os.pipe()  # the lowest free numbers: usually the ones just closed
+    try:
+        channel.close()
+        os.write(w2, b"x")  # still open: EBADF here would mean the second close took them
+        assert os.read(r2, 1) == b"x"
+        assert channel.read_fd == channel.write_fd == -1
+    finally:
+        os.close(r2)
+        os.close(w2)

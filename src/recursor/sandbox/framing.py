@@ -27,6 +27,7 @@ import json
 import os
 import re
 import struct
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -191,6 +192,7 @@ class Channel:
     ) -> None:
         self.read_fd = read_fd
         self.write_fd = write_fd
+        self._close_lock = threading.Lock()
         self.max_frame = max_frame
         self.max_json = min(max_json, max_frame)
         self.max_items = max_items
@@ -277,11 +279,19 @@ class Channel:
         return buf
 
     def close(self) -> None:
-        for fd in (self.read_fd, self.write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        """Close both fds, once. A second close must never reach ``os.close``: by then the
+        numbers may belong to another worker's fresh pipes (launches run on other threads),
+        whose worker would then find its channel closed, or whose frames a reader here would
+        steal. After close, the numbers are -1, so a late read or write fails with EBADF."""
+        with self._close_lock:
+            fds = (self.read_fd, self.write_fd)
+            self.read_fd = self.write_fd = -1
+        for fd in fds:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
 
 def write_parts(fd: int, parts: list[bytes]) -> None:

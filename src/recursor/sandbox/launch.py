@@ -34,6 +34,8 @@ _MB = 1 << 20
 #: variables passed to the worker; everything else (API keys above all) stays in the host
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT")
 _T = TypeVar("_T")
+#: guards Launched.discard's once-only flag (discards are rare; one lock for all is enough)
+_DISCARD_LOCK = threading.Lock()
 
 #: bwrap's --die-with-parent and runsc's sandbox are PR_SET_PDEATHSIG, which fires when the
 #: *thread* that started them ends; ``docker start -ai`` stays attached as long. Such launches
@@ -184,8 +186,14 @@ class Launched:
     cleanup: Callable[[], None] | None = None
     #: the process that gets SIGINT when a cell is out of time (a launcher may name a child)
     signal_pid: int | None = None
+    discarded: bool = False
 
     def discard(self) -> None:
+        """Stop the worker and release what it held, once (a second call does nothing)."""
+        with _DISCARD_LOCK:
+            if self.discarded:
+                return
+            self.discarded = True
         if self.stop is not None and self.proc.poll() is None:
             self.stop()
             try:
