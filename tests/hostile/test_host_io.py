@@ -177,7 +177,8 @@ def test_the_inbox_stops_reading_while_it_is_full() -> None:
     from recursor.sandbox.pipes import Inbox
 
     r, w = os.pipe()
-    inbox = Inbox(Channel(r, -1), max_frames=2, max_idle=100)
+    channel = Channel(r, -1)
+    inbox = Inbox(channel, max_frames=2, max_idle=100)
     try:
         inbox.busy(True)
         for _ in range(10):
@@ -188,6 +189,10 @@ def test_the_inbox_stops_reading_while_it_is_full() -> None:
         taken = [inbox.get(1) for _ in range(10)]
         assert all(kind == "frame" for kind, _, _ in taken)
     finally:
+        # The reader thread must be gone before its fd is closed: a read it started after the
+        # close would take the bytes of whatever file reuses the number next (another test's).
         inbox.stop()
-        os.close(w)
-        os.close(r)
+        os.close(w)  # end of stream: the reader's next read returns, and it ends
+        while inbox.get(5)[0] == "frame":
+            pass
+        channel.close()

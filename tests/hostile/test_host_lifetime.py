@@ -115,6 +115,10 @@ def kill_mid_cell(host: subprocess.Popen[str], want: int) -> set[int]:
     return procs
 
 
+#: how long processes may take to end after their host is killed (see the test)
+GONE_WITHIN_S = 10.0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "want"),
@@ -131,11 +135,15 @@ def test_sigkill_of_the_host_leaves_no_process(name: str, want: int) -> None:
     host = start_host(name)
     procs = kill_mid_cell(host, want)
     assert len(procs) >= want, f"expected {want} processes under the host, found {procs}"
+    # A worker dies with its host at once (its parent-death signal). The one exception is a
+    # spare the host was starting at that moment: until its interpreter has started and armed
+    # the signal, it cannot know; it checks its parent first thing and exits. On a loaded
+    # machine that start can take seconds, hence the wait.
     t0 = time.monotonic()
-    while alive(procs) and time.monotonic() - t0 < 2.0:
+    while alive(procs) and time.monotonic() - t0 < GONE_WITHIN_S:
         time.sleep(0.05)
     left = alive(procs)
-    assert not left, f"{name}: processes outlived their host by 2 s: " + ", ".join(
+    assert not left, f"{name}: processes outlived their host by {GONE_WITHIN_S} s: " + ", ".join(
         f"{pid} ({Path(f'/proc/{pid}/cmdline').read_bytes()[:80]!r})" for pid in left
     )
 
