@@ -9,10 +9,11 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Self, TypedDict, TypeVar, Unpack
+from typing import Any, Literal, TypedDict, TypeVar, Unpack
 
 from recursor import prompts
 from recursor._cancel import POLL_S, Cancel, scope
+from recursor._closing import Closing
 from recursor._lifetime import Owned
 from recursor._threads import in_daemon_thread
 from recursor.broker import (
@@ -101,7 +102,7 @@ class RLMOptions(TypedDict, total=False):
     prompt_style: Literal["auto", "full", "compact"]
 
 
-class RLM:
+class RLM(Closing):
     """A Recursive Language Model: ``completion(query, context)`` like one LM call.
 
     ``max_depth``: 0 is REPL only; 1 adds ``llm_query`` on ``sub``; >= 2 makes ``rlm_query``
@@ -170,19 +171,7 @@ class RLM:
         )
         self.prompt_style: Literal["auto", "full", "compact"] = options.get("prompt_style", "auto")
 
-    # -- lifetime (what it releases: recursor._lifetime) ----------------------------------------
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
+    # -- lifetime (what it releases: recursor._lifetime; with/async with: recursor._closing) ----
     def close(self) -> None:
         """Release what this RLM created; stop its running completions. Idempotent."""
         self._owned.close(self.sinks)

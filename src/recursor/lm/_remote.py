@@ -26,7 +26,7 @@ import re
 import ssl
 import threading
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import (
@@ -41,6 +41,7 @@ from typing import (
     Unpack,
 )
 
+from recursor._closing import Closing
 from recursor.errors import (
     AuthenticationError,
     BadResponseError,
@@ -424,7 +425,7 @@ class RemoteKwargs(TypedDict, total=False):
     pricing: Pricing | Literal["auto"] | None
 
 
-class RemoteLM(ABC):
+class RemoteLM(Closing):
     """A model behind an HTTP API: ``complete`` and ``acomplete`` are build request → send →
     parse, with the SDK's exceptions mapped, written once here; a backend supplies the steps.
 
@@ -516,18 +517,6 @@ class RemoteLM(ABC):
     @abstractmethod
     async def aclose(self) -> None:
         """Release pooled connections now, the running loop's async pool included."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # -- the steps a backend supplies -----------------------------------------------
 
