@@ -2,7 +2,7 @@
 
 :meth:`Engine.steps` is a generator. It yields actions (call the root model with these messages,
 run this cell, read this variable) and is sent their results; errors of an action are thrown
-into it. The sync and the async driver in :mod:`recursor.rlm` are the only code that performs
+into it. The sync and the async driver in :mod:`recursor.tree` are the only code that performs
 actions, so the loop exists once (httpx drives its auth flows the same way).
 """
 

@@ -6,7 +6,7 @@ model per tree (``LazyClients`` keys them by loop), real concurrency for remote 
 a thread per call, and one place for the limits: the global semaphore, per-model gates (slots and
 rate buckets), per-depth slots for child runs, the cache and the in-flight table.
 
-``_Tree`` in :mod:`recursor.rlm` owns it: started lazily by the first sub-call, stopped when the
+:class:`~recursor.tree.Tree` owns it: started lazily by the first sub-call, stopped when the
 completion ends (which also closes the async clients made on it).
 """
 
