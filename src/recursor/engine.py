@@ -13,14 +13,14 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from recursor import prompts
+from recursor import compaction, prompts
 from recursor.context import ContextMeta
 from recursor.errors import LimitExceeded, RecursorError, RunAborted
 from recursor.limits import Ledger
 from recursor.lm.base import Completion, Message
 from recursor.protocol import parse_reply
 from recursor.sandbox.base import CellResult
-from recursor.trace import CellRan, LimitHit, ModelCalled, Trace
+from recursor.trace import CellRan, HistoryCompacted, LimitHit, ModelCalled, Trace
 from recursor.usage import estimate_message_tokens
 
 #: the smallest output budget a cell gets, so a cut marker always fits
@@ -76,6 +76,8 @@ class Engine:
         meta: ContextMeta,
         settings: prompts.PromptSettings,
         books: Books,
+        preface: str | None = None,
+        compact: compaction.Compaction | None = None,
     ) -> None:
         self.query = query
         self.meta = meta
@@ -87,15 +89,23 @@ class Engine:
         self.messages: list[Message] = []
         self._logged = 0  # messages already recorded in the trace
         self.iterations = 0
+        #: put before the question (a conversation's earlier questions and answers)
+        self.preface = preface
+        self.compact = compact
+        #: turns replaced by notes so far
+        self.compacted_turns = 0
 
     def steps(self) -> Generator[Action, Any, Outcome]:
         self.messages = [
             {"role": "system", "content": prompts.system_prompt(self.meta, self.s)},
             {"role": "user", "content": prompts.user_prompt(self.query, self.meta, self.s)},
         ]
+        if self.preface:
+            self.messages[1]["content"] = self.preface + "\n\n" + self.messages[1]["content"]
         try:
             while self.iterations < self.s.max_iterations:
                 self.iterations += 1
+                yield from self._compact()
                 reply = yield from self._call_model()
                 answer, observation = yield from self._act(reply)
                 if answer is not None:
@@ -145,6 +155,38 @@ class Engine:
             )
         )
         return completion
+
+    def _compact(self) -> Generator[Action, Any, None]:
+        """Replace older turns by the root model's notes once the history passes the threshold
+        (recursor.compaction); the REPL is untouched."""
+        if self.compact is None:
+            return
+        plan = compaction.plan(self.messages, self.compact, self.compacted_turns)
+        if plan is None:
+            return
+        ask = compaction.request(self.messages, plan, self.compact)
+        self.ledger.check_model_call(estimate_message_tokens(ask))
+        t0 = time.perf_counter()
+        done: Completion = yield CallModel(ask)
+        self.ledger.record(self.model_name, done.usage)
+        self.messages = compaction.apply(self.messages, plan, done.text, self.compact)
+        self.compacted_turns = plan.last
+        # what is left was recorded already, or is the notes (recorded in the event below)
+        self._logged = len(self.messages)
+        self.trace.emit(
+            HistoryCompacted(
+                self.run_id,
+                iteration=self.iterations,
+                model=self.model_name,
+                first_turn=plan.first,
+                last_turn=plan.last,
+                tokens_before=plan.tokens_before,
+                tokens_after=estimate_message_tokens(self.messages),
+                summary=done.text,
+                usage=done.usage.to_dict(),
+                latency_s=time.perf_counter() - t0,
+            )
+        )
 
     def _act(self, reply: Completion) -> Generator[Action, Any, tuple[str | None, str]]:
         """Run the reply's cells; the final answer if one was given, else the observation."""

@@ -59,6 +59,8 @@ class RLMOptions(TypedDict, total=False):
     sinks: list[Sink] | None
     #: "auto" follows the root model's profile (default "auto")
     prompt_style: Literal["auto", "full", "compact"]
+    #: compact a root's history past this share of its model's window (default 0.8; None: never)
+    compact_at: float | None
 
 
 class RLM(Closing):
@@ -129,6 +131,7 @@ class RLM(Closing):
             [self.root, self.sub, *self.models_by_depth.values(), *self.models.values()]
         )
         self.prompt_style: Literal["auto", "full", "compact"] = options.get("prompt_style", "auto")
+        self.compact_at: float | None = options.get("compact_at", 0.8)
 
     # -- lifetime (what it releases: recursor._lifetime; with/async with: recursor._closing) ----
     def close(self) -> None:

@@ -21,6 +21,7 @@ from recursor._cancel import POLL_S, Cancel, scope
 from recursor._lifetime import Owned
 from recursor._threads import in_daemon_thread
 from recursor.broker import Broker, BrokerOptions, BrokerRuntime, BrokerScope, DepthPlan
+from recursor.compaction import Compaction
 from recursor.context import Context, ContextInput
 from recursor.engine import Action, Books, CallModel, Engine, Outcome, ReadVar, RunCell
 from recursor.errors import (
@@ -53,6 +54,8 @@ class Owner(Protocol):
     limits: Limits
     raise_errors: bool
     sinks: list[Sink]
+    #: compact a root's history past this share of its model's window (None: never)
+    compact_at: float | None
 
     def lm_for_depth(self, depth: int) -> LM: ...
 
@@ -64,10 +67,12 @@ class Owner(Protocol):
 class Tree:
     """The state one completion shares across its recursion tree."""
 
-    def __init__(self, rlm: Owner) -> None:
+    def __init__(self, rlm: Owner, limits: Limits | None = None) -> None:
         rlm._owned.check_open()
         self.rlm = rlm
-        self.ledger = Ledger(rlm.limits)
+        #: the run's limits: the RLM's, or an ask's of a conversation
+        self.limits = rlm.limits if limits is None else limits
+        self.ledger = Ledger(self.limits)
         self.trace = Trace(rlm.sinks)
         self.fatal: list[BaseException] = []
         #: set when the completion ends (or the RLM closes): every sub-call and child run stops
@@ -101,7 +106,7 @@ class Tree:
         error = outcome.error
         if outcome.stop_reason == "max_iterations" and error is None:
             error = IterationLimitExceeded(
-                f"max_iterations={self.rlm.limits.max_iterations} used and no final answer"
+                f"max_iterations={self.limits.max_iterations} used and no final answer"
             )
         result = RLMResult(
             answer=outcome.answer,
@@ -144,8 +149,14 @@ class Node:
         self.engine: Engine | None = None
 
     def open(self) -> None:
+        """Open this node's own REPL and start its engine."""
+        spec = SessionSpec(self.context, Broker(self.broker_scope()), self.depth)
+        self.start(self.tree.rlm.environment.open(spec))
+
+    def broker_scope(self) -> BrokerScope:
+        """What the broker serving this node's REPL knows of the tree."""
         rlm, tree = self.tree.rlm, self.tree
-        scope = BrokerScope(
+        return BrokerScope(
             depth=self.depth,
             plan=rlm.plan,
             run_id=self.run_id,
@@ -158,12 +169,17 @@ class Node:
             fatal=tree.fatal,
             cancel=tree.cancel,
         )
-        self.session = rlm.environment.open(SessionSpec(self.context, Broker(scope), self.depth))
-        meta = self.session.meta
+
+    def start(self, session: Session, *, preface: str | None = None) -> None:
+        """Start the engine over ``session`` (this node's own, or a conversation's that outlives
+        the run); ``preface`` goes before the question."""
+        rlm, tree = self.tree.rlm, self.tree
+        self.session = session
+        meta = session.meta
         sub = rlm.lm_for_depth(self.depth + 1)
         settings = prompts.PromptSettings(
-            max_iterations=rlm.limits.max_iterations,
-            max_output_chars=rlm.limits.max_output_chars,
+            max_iterations=tree.limits.max_iterations,
+            max_output_chars=tree.limits.max_output_chars,
             llm=rlm.plan.llm_query(self.depth),
             rlm=rlm.plan.rlm_query(self.depth),
             sub_chars=rlm.sub_chars(sub),
@@ -174,6 +190,8 @@ class Node:
             meta=meta,
             settings=settings,
             books=Books(tree.ledger, tree.trace, self.run_id, self.lm.name),
+            preface=preface,
+            compact=self._compaction(),
         )
         blob = tree.trace.store_context(self.context, self.depth)
         tree.trace.emit(
@@ -192,13 +210,18 @@ class Node:
                         "sub_context_window": rlm.broker_options.context_window(sub),
                         "max_depth": rlm.max_depth,
                         "environment": rlm.environment.name,
-                        "limits": asdict(rlm.limits),
+                        "limits": asdict(tree.limits),
                         "prompt_version": settings.version,
                         "prompt_style": settings.style,
                     }
                 ),
             )
         )
+
+    def _compaction(self) -> Compaction | None:
+        at = self.tree.rlm.compact_at
+        window = self.tree.rlm.broker_options.context_window(self.lm)
+        return None if at is None or window is None else Compaction(window, at)
 
     def _run_child(
         self, prompt: str, context: Any, depth: int, cancel: Cancel

@@ -134,6 +134,12 @@ class Session(Protocol):
         """``str()`` of a variable of the namespace, or None when it is not defined."""
         ...
 
+    def bind(self, name: str, value: Any, *, deadline: float | None) -> ContextMeta:
+        """Bind a JSON-able ``value`` to ``name``, protected like ``context`` (a conversation's
+        ``history``, a context added later as ``context_1``) and kept across a REPL restart;
+        its metadata, computed where it lives."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -30,6 +30,7 @@ import re
 import threading
 import time
 from concurrent.futures import Future
+from typing import Any
 
 from recursor._cancel import POLL_S, Cancel, current, scope
 from recursor.context import ContextMeta, describe
@@ -96,6 +97,8 @@ class InProcessSession:
         self._meta = describe(value, decode_errors=bad, source=spec.context.source)
         self._value = value
         self._repl = Repl(value, self._call_host, own_process=False)
+        #: values bound with :meth:`bind`, bound again in a fresh namespace
+        self._bound: dict[str, Any] = {}
         #: the scope of the cell running (or last run): sub-calls are made under it
         self._cell = Cancel()
 
@@ -151,6 +154,8 @@ class InProcessSession:
             return box[0]
         # The cell ignores interrupts: abandon its thread and start over with a clean namespace.
         self._repl = Repl(self._value, self._call_host, own_process=False)
+        for name, value in self._bound.items():  # bound values outlive a restart, as context does
+            self._repl.bind(name, value)
         return CellResult(
             error="the cell ran past its time limit and did not stop when interrupted; it was "
             "abandoned and a new REPL was started: `context` is there again, but every variable, "
@@ -162,6 +167,11 @@ class InProcessSession:
 
     def get_var(self, name: str, *, deadline: float | None) -> str | None:
         return self._repl.get_var(name)
+
+    def bind(self, name: str, value: Any, *, deadline: float | None) -> ContextMeta:
+        self._repl.bind(name, value)
+        self._bound[name] = value
+        return describe(value)
 
     def close(self) -> None:
         self._cell.set("the REPL was closed")

@@ -207,7 +207,9 @@ class Repl:
     def _show_vars(self) -> None:
         rows = []
         for name, value in self.ns.items():
-            if name.startswith("_") or name in RESERVED or name == "input":
+            if name.startswith("_") or name in RESERVED or name in self._reserved:
+                continue
+            if name == "input":
                 continue
             if type(value).__name__ in ("module", "function", "type", "builtin_function_or_method"):
                 continue
@@ -233,8 +235,16 @@ class Repl:
         )
 
     # -- running cells ------------------------------------------------------------------------
+    def bind(self, name: str, value: Any) -> None:
+        """Bind ``value`` to ``name``, protected like ``context`` (restored after any cell that
+        rebinds it): a conversation's ``history``, a context added later (``context_1``)."""
+        if not name.isidentifier() or name in RESERVED:
+            raise ValueError(f"cannot bind {name!r}")
+        self._reserved[name] = value
+        self.ns[name] = value
+
     def get_var(self, name: str) -> str | None:
-        if name in self.ns and name not in RESERVED:
+        if name in self.ns and name not in RESERVED and name not in self._reserved:
             return str(self.ns[name])
         return None
 

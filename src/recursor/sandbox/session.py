@@ -24,7 +24,7 @@ import queue
 import subprocess
 import threading
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from recursor._cancel import POLL_S, Cancel, current, scope
 from recursor.context import ContextMeta
@@ -93,6 +93,8 @@ class WorkerSession:
         self.measures: list[Measure] = []
         #: the cancel scope of the cell running (or last run): its sub-calls are served under it
         self._cell = Cancel()
+        #: values bound with :meth:`bind`: sent again to a restarted worker, as context is
+        self._bound: dict[str, Any] = {}
         self._start()
 
     @property
@@ -133,6 +135,8 @@ class WorkerSession:
             raise SandboxError(f"the worker did not start: {detail}")
         self._meta = got.meta
         self.measures = [*got.measures, *self._source.on_ready(launched)]
+        for name, value in self._bound.items():
+            self._bind(name, value, time.monotonic() + self._source.start_timeout_s)
 
     def _send(self, frame: wire.Frame) -> None:
         """Queue ``frame`` for the worker (never blocks); a worker that does not drain its
@@ -376,6 +380,38 @@ class WorkerSession:
             if self._inbox is not None:
                 self._inbox.busy(False)
             self._idle(True)
+
+    def bind(self, name: str, value: Any, *, deadline: float | None) -> ContextMeta:
+        if self._closed:
+            raise SandboxError("this REPL session was closed")
+        if not name.isidentifier():
+            raise ValueError(f"cannot bind {name!r}: not an identifier")
+        if self._proc is None:
+            self._start()  # the worker was lost: a new one, with what was bound before
+        self._bound[name] = value
+        assert self._inbox is not None
+        self._idle(False)
+        self._inbox.busy(True)
+        try:
+            until = time.monotonic() + 30 if deadline is None else deadline
+            return self._bind(name, value, until)
+        finally:
+            if self._inbox is not None:
+                self._inbox.busy(False)
+            self._idle(True)
+
+    def _bind(self, name: str, value: Any, until: float) -> ContextMeta:
+        self._send(wire.Bind(name, value))
+        while True:
+            got = self._next_frame(until)
+            if isinstance(got, wire.Subcall):
+                self._refuse(got.id, len(got.request.prompts), "no cell is running")
+                continue
+            if isinstance(got, wire.Bound):
+                return got.meta
+            what = self._crash_detail() if got is None else f"it sent a {got.op!r} frame"
+            self._kill()
+            raise WorkerCrashed(f"the worker did not answer bind ({what})")
 
     def _get_var(self, name: str, deadline: float | None) -> str | None:
         self._send(wire.GetVar(name))

@@ -118,6 +118,15 @@ class SubcallResult(Frame):
             raise ProtocolError("a sub-call response needs one result, error and type each")
 
 
+@frame("bind")
+class Bind(Frame):
+    """Bind ``value`` to ``name`` in the namespace, protected like ``context`` (a session's
+    ``history``, a context added later as ``context_1``); answered by ``bound``."""
+
+    name: str
+    value: Any
+
+
 @frame("shutdown")
 class Shutdown(Frame):
     pass
@@ -149,6 +158,13 @@ class Var(Frame):
     value: str | None
 
 
+@frame("bound")
+class Bound(Frame):
+    """The value of a ``bind`` is in place; its metadata, computed where it lives."""
+
+    meta: ContextMeta
+
+
 @frame("subcall")
 class Subcall(Frame):
     """A sub-call from model code: it is untrusted, so the id must be the worker's integer and
@@ -163,8 +179,8 @@ class Subcall(Frame):
             raise ProtocolError("a request's contexts must be a list, one per prompt")
 
 
-TO_WORKER: tuple[type[Frame], ...] = (Init, Exec, GetVar, SubcallResult, Shutdown)
-FROM_WORKER: tuple[type[Frame], ...] = (Ready, Fatal, Result, Var, Subcall)
+TO_WORKER: tuple[type[Frame], ...] = (Init, Exec, GetVar, Bind, SubcallResult, Shutdown)
+FROM_WORKER: tuple[type[Frame], ...] = (Ready, Fatal, Result, Var, Bound, Subcall)
 
 
 # -- reading ------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
     python -I path/to/worker.py READ_FD WRITE_FD
 
 Frames (framing.py carries them, wire.py defines them), host -> worker: ``init``, ``exec``,
-``get_var``, ``subcall_result``, ``shutdown``. Worker -> host: ``ready`` or ``fatal``,
-``result``, ``var``, ``subcall``. ``ready`` also lists the confinement ``measures`` in force
+``get_var``, ``bind``, ``subcall_result``, ``shutdown``. Worker -> host: ``ready`` or
+``fatal``, ``result``, ``var``, ``bound``, ``subcall``. ``ready`` also lists the confinement ``measures`` in force
 (see hardening.py): the worker confines itself after loading the context (which it
 memory-maps while it may still read the file) and before it runs any model code.
 
@@ -148,7 +148,9 @@ class Worker:
                 raw = self.channel.recv()
                 if raw is None:
                     os._exit(0)  # the host is gone; nothing left to do
-                frame = wire.parse(raw, (wire.Exec, wire.GetVar, wire.SubcallResult, wire.Shutdown))
+                frame = wire.parse(
+                    raw, (wire.Exec, wire.GetVar, wire.Bind, wire.SubcallResult, wire.Shutdown)
+                )
                 with self._cv:
                     if not isinstance(frame, wire.SubcallResult):
                         self._commands.append(frame)
@@ -199,6 +201,9 @@ class Worker:
                 self.send(wire.Result(cell))
             elif isinstance(frame, wire.GetVar):
                 self.send(wire.Var(self.repl.get_var(frame.name)))
+            elif isinstance(frame, wire.Bind):
+                self.repl.bind(frame.name, frame.value)
+                self.send(wire.Bound(ctx.describe(frame.value)))
 
 
 def main(argv: list[str] | None = None) -> None:

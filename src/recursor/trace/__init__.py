@@ -15,6 +15,7 @@ from recursor.trace.delivery import ClosableSink, Sink, SinkQueue
 from recursor.trace.events import (
     CellRan,
     Event,
+    HistoryCompacted,
     LimitHit,
     ModelCalled,
     RunFinished,
@@ -32,6 +33,7 @@ __all__ = [
     "CellRan",
     "ClosableSink",
     "Event",
+    "HistoryCompacted",
     "JsonlSink",
     "LimitHit",
     "MemorySink",

@@ -103,6 +103,24 @@ class SubcallMade(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryCompacted(Event):
+    """The root's older turns were replaced by notes the model wrote (recursor.compaction)."""
+
+    type: ClassVar[str] = "history_compacted"
+    iteration: int
+    model: str
+    #: the turns (root replies, from 1) the notes now stand for
+    first_turn: int
+    last_turn: int
+    #: the estimated input tokens of the history before and after
+    tokens_before: int
+    tokens_after: int
+    summary: str
+    usage: dict[str, Any]
+    latency_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class LimitHit(Event):
     type: ClassVar[str] = "limit_hit"
     limit: str
@@ -121,7 +139,16 @@ class RunFinished(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.type: cls for cls in (RunStarted, ModelCalled, CellRan, SubcallMade, LimitHit, RunFinished)
+    cls.type: cls
+    for cls in (
+        RunStarted,
+        ModelCalled,
+        CellRan,
+        SubcallMade,
+        HistoryCompacted,
+        LimitHit,
+        RunFinished,
+    )
 }
 
 
