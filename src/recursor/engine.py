@@ -66,6 +66,16 @@ class Books:
     model_name: str
 
 
+@dataclass(frozen=True, slots=True)
+class History:
+    """How a run's history starts and is kept short: ``preface`` goes before the question (a
+    conversation's earlier asks); ``compact`` replaces older turns by notes
+    (:mod:`recursor.compaction`)."""
+
+    preface: str | None = None
+    compact: compaction.Compaction | None = None
+
+
 class Engine:
     """One RLM run's loop: the root model's turns, their cells and observations."""
 
@@ -76,8 +86,7 @@ class Engine:
         meta: ContextMeta,
         settings: prompts.PromptSettings,
         books: Books,
-        preface: str | None = None,
-        compact: compaction.Compaction | None = None,
+        history: History | None = None,
     ) -> None:
         self.query = query
         self.meta = meta
@@ -90,8 +99,8 @@ class Engine:
         self._logged = 0  # messages already recorded in the trace
         self.iterations = 0
         #: put before the question (a conversation's earlier questions and answers)
-        self.preface = preface
-        self.compact = compact
+        self.preface = None if history is None else history.preface
+        self.compact = None if history is None else history.compact
         #: turns replaced by notes so far
         self.compacted_turns = 0
 

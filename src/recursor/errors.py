@@ -26,6 +26,10 @@
     │   ├── LMConnectionError         server unreachable
     │   ├── ContextWindowExceeded     the prompt does not fit the model's window
     │   └── BadResponseError          the server answered something we cannot use
+    ├── ConversationError         a session (``rlm.session``) cannot do what was asked
+    │   ├── ConversationBusy          an ``aask`` while another ask of the session runs
+    │   ├── ConversationClosed        the session was closed (``close()``, idle timeout)
+    │   └── ResumeError               a saved session that cannot be resumed (file, contexts)
     └── RunAborted                the run cannot go on: raised out of ``completion``, never shown
         │                         to the model, never retried (the core catches only this base)
         ├── ScriptExhausted           a ScriptedLM ran out of replies (a test bug)
@@ -144,6 +148,23 @@ class ContextWindowExceeded(LMError):
 
 class BadResponseError(LMError):
     """The provider answered with something unusable (5xx, malformed body, empty choice)."""
+
+
+class ConversationError(RecursorError):
+    """A session (``rlm.session``) cannot do what was asked."""
+
+
+class ConversationBusy(ConversationError):
+    """An ``aask`` while another ask of the same session runs (asks never interleave)."""
+
+
+class ConversationClosed(ConversationError):
+    """The session was closed, by ``close()``, its ``with`` block or its idle timeout."""
+
+
+class ResumeError(ConversationError):
+    """A saved session that cannot be resumed: a bad file, or contexts that are not the ones
+    recorded."""
 
 
 class RunAborted(RecursorError):

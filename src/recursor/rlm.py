@@ -10,6 +10,9 @@ from recursor._lifetime import Owned
 from recursor._threads import in_daemon_thread
 from recursor.broker import BrokerOptions, DepthPlan, ModelLimits, RetryPolicy
 from recursor.context import ContextInput
+from recursor.conversation import Conversation
+from recursor.conversation import resume as _resume
+from recursor.conversation.core import SessionOptions
 from recursor.limits import Limits
 from recursor.lm.base import LM
 from recursor.lm.profile import profile_of
@@ -159,6 +162,37 @@ class RLM(Closing):
         if depth in self.models_by_depth:
             return self.models_by_depth[depth]
         return self.root if depth == 0 else self.sub
+
+    # -- conversations (recursor.conversation) ----------------------------------------------
+    def session(
+        self,
+        context: ContextInput = None,
+        **options: Unpack[SessionOptions],
+    ) -> Conversation:
+        """A conversation over ``context`` whose REPL survives between asks:
+        ``with rlm.session(context=big) as s: s.ask(q1); s.ask(q2); s.save("s.json")``."""
+        return Conversation(self, context, **options)
+
+    def resume(
+        self,
+        path: str | os.PathLike[str],
+        context: ContextInput = None,
+        *,
+        contexts: list[ContextInput] | None = None,
+        **options: Unpack[SessionOptions],
+    ) -> Conversation:
+        """The session saved at ``path``, its REPL rebuilt by running the recorded cells again
+        with the recorded sub-call answers (no model call); ``context`` (and ``contexts``, the
+        ones added later, in order) must be those recorded unless the file includes them.
+        ``session.resume_report`` says which cells differed and which variables may be stale;
+        the next ask's root is told too."""
+        return _resume(
+            self,
+            os.fspath(path),
+            context,
+            contexts=contexts,
+            **options,
+        )
 
     # -- the two drivers ------------------------------------------------------------------------
     def completion(self, query: str, context: ContextInput = None) -> RLMResult:

@@ -23,7 +23,16 @@ from recursor._threads import in_daemon_thread
 from recursor.broker import Broker, BrokerOptions, BrokerRuntime, BrokerScope, DepthPlan
 from recursor.compaction import Compaction
 from recursor.context import Context, ContextInput
-from recursor.engine import Action, Books, CallModel, Engine, Outcome, ReadVar, RunCell
+from recursor.engine import (
+    Action,
+    Books,
+    CallModel,
+    Engine,
+    History,
+    Outcome,
+    ReadVar,
+    RunCell,
+)
 from recursor.errors import (
     IterationLimitExceeded,
     LMError,
@@ -190,8 +199,7 @@ class Node:
             meta=meta,
             settings=settings,
             books=Books(tree.ledger, tree.trace, self.run_id, self.lm.name),
-            preface=preface,
-            compact=self._compaction(),
+            history=History(preface, self._compaction()),
         )
         blob = tree.trace.store_context(self.context, self.depth)
         tree.trace.emit(

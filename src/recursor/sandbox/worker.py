@@ -4,9 +4,9 @@
 
 Frames (framing.py carries them, wire.py defines them), host -> worker: ``init``, ``exec``,
 ``get_var``, ``bind``, ``subcall_result``, ``shutdown``. Worker -> host: ``ready`` or
-``fatal``, ``result``, ``var``, ``bound``, ``subcall``. ``ready`` also lists the confinement ``measures`` in force
-(see hardening.py): the worker confines itself after loading the context (which it
-memory-maps while it may still read the file) and before it runs any model code.
+``fatal``, ``result``, ``var``, ``bound``, ``subcall``. ``ready`` also lists the confinement
+``measures`` in force (see hardening.py): the worker confines itself after loading the context
+(which it memory-maps while it may still read the file) and before it runs any model code.
 
 SIGINT is the host's "your cell is out of time": it raises CellInterrupted inside model code,
 or, if it lands while a frame is being read or written, is held until the I/O is done so the
