@@ -98,6 +98,12 @@ class Conversation(Closing):
         self.resume_report: ResumeReport | None = None
         self._stale_note: list[str] = []
         self._session: Session = rlm.environment.open(SessionSpec(self._context, self._serve, 0))
+        try:
+            self._session.bind("history", [], deadline=None)
+        except BaseException:
+            self._session.close()
+            self._context.close()
+            raise
         self.record.entries.append(rec.ContextRecord("context", "", self._session.meta.to_dict()))
         self._touch()
 

@@ -24,6 +24,8 @@ from recursor.errors import ResumeError
 from recursor.trace.events import CellRan, Event, SubcallMade
 
 FORMAT = "recursor.session/1"
+#: the fields of a context's metadata that hold its text
+_CONTENT = ("preview", "keys")
 
 
 def value_sha256(value: Any) -> str:
@@ -144,7 +146,9 @@ class SessionRecord:
                 d = asdict(e)
                 d["included"] = include_context
                 if not include_context:
+                    # the preview and a dict's keys are the context's own text
                     d.pop("value")
+                    d["meta"] = {k: v for k, v in e.meta.items() if k not in _CONTENT}
                 log.append({"kind": "context", **d})
         return {"format": FORMAT, "log": log}
 
