@@ -75,16 +75,18 @@ def test_history_and_added_contexts_are_protected(env: str) -> None:
 
 def test_session_limits_cap_the_sum_of_asks(env: str) -> None:
     lm = FunctionLM(lambda m: "FINAL(ok)")
-    with make_rlm(env, lm) as rlm, rlm.session(
-        context="x", session_limits=Limits(max_tokens=1)
-    ) as s:
+    with (
+        make_rlm(env, lm) as rlm,
+        rlm.session(context="x", session_limits=Limits(max_tokens=1)) as s,
+    ):
         r = s.ask("q")  # the ask's own max_tokens is the session's: 1 token is too few
         assert r.stop_reason == "budget"
-    with make_rlm(env, lm) as rlm, rlm.session(
-        context="x", session_limits=Limits(max_iterations=2)
-    ) as s:
+    with (
+        make_rlm(env, lm) as rlm,
+        rlm.session(context="x", session_limits=Limits(max_iterations=2)) as s,
+    ):
         assert s.ask("q1").ok and s.ask("q2").ok
-        with pytest.raises(Exception, match="session_limits.max_iterations"):
+        with pytest.raises(Exception, match=r"session_limits\.max_iterations"):
             s.ask("q3")
 
 
