@@ -253,6 +253,10 @@ from recursor.bench.cli import register as _register_bench  # noqa: E402
 
 _register_bench(app)
 
+from recursor.cli_chat import register as _register_chat  # noqa: E402
+
+_register_chat(app)
+
 
 def main() -> None:
     app()

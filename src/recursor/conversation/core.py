@@ -85,6 +85,8 @@ class Conversation(Closing):
         self._closed = False
         self._closed_why = ""
         self._broker: SubcallHandler | None = None
+        #: the run of the ask in progress (what :meth:`stop` stops)
+        self._tree: Tree | None = None
         self._timer: threading.Timer | None = None
         self._started = time.monotonic()
         #: what changed the REPL, in order (what :meth:`save` writes)
@@ -209,10 +211,19 @@ class Conversation(Closing):
         finally:
             self._lock.release()
 
+    def stop(self, reason: str = "stopped by the caller") -> None:
+        """Stop the ask in progress, from another thread (the chat's Ctrl-C): its cell is
+        interrupted and its sub-calls cancelled; a root model call already sent is waited for.
+        The ask returns with ``stop_reason="error"``; the REPL and the session stay usable."""
+        tree = self._tree
+        if tree is not None:
+            tree.cancel.set(reason)
+
     def _begin(self, query: str, limits: Limits | None) -> tuple[Tree, Node]:
         if self._timer is not None:
             self._timer.cancel()
         tree = Tree(self.rlm, self._ask_limits(limits or self.rlm.limits))
+        self._tree = tree
         node = Node(tree, query, self._context, Place(0, None, tree.cancel))
         self._broker = Broker(node.broker_scope())
         node.start(self._session, preface=self._preface())
@@ -220,6 +231,7 @@ class Conversation(Closing):
 
     def _end(self, tree: Tree) -> None:
         self._broker = None
+        self._tree = None
         tree.close()
 
     def _finish(self, tree: Tree, node: Node, outcome: Outcome) -> RLMResult:
