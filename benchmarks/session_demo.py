@@ -42,30 +42,32 @@ def main() -> None:
         "question? Compute it from the variable; answer with the number only.",
     ]
     print(f"model: {args.model}; context: {len(task.context):,} characters")
-    with RLM(args.model, limits=Limits(max_iterations=8, timeout_s=900)) as rlm:
-        with rlm.session(context=task.context) as s:
-            for i, q in enumerate(questions, 1):
-                t0 = time.perf_counter()
-                r = s.ask(q)
-                wall = time.perf_counter() - t0
-                print(f"\nQ{i}: {q}")
-                for ev in r.trace.events:
-                    if isinstance(ev, CellRan):
-                        print(f"  cell (turn {ev.iteration}):\n    {_safe(ev.code)}")
-                        out = ev.stdout or ev.error or ""
-                        print(f"  output:\n    {_safe(out)}")
-                print(f"A{i}: {_safe(r.answer or '')!s} ({r.stop_reason}, {r.iterations} turns)")
-                u = r.usage.total
-                print(f"  {u.calls} model calls, {u.input_tokens:,} in / {u.output_tokens:,} out")
-                print(f"  wall {wall:.1f} s")
-            line = next(x for x in task.context.splitlines() if task.gold in x)
-            print(
-                "\nexpected:",
-                json.dumps({"A1": task.gold, "A2": len(line)}),
-                "; session usage:",
-                s.usage.total.calls,
-                "calls",
-            )
+    with (
+        RLM(args.model, limits=Limits(max_iterations=8, timeout_s=900)) as rlm,
+        rlm.session(context=task.context) as s,
+    ):
+        for i, q in enumerate(questions, 1):
+            t0 = time.perf_counter()
+            r = s.ask(q)
+            wall = time.perf_counter() - t0
+            print(f"\nQ{i}: {q}")
+            for ev in r.trace.events:
+                if isinstance(ev, CellRan):
+                    print(f"  cell (turn {ev.iteration}):\n    {_safe(ev.code)}")
+                    out = ev.stdout or ev.error or ""
+                    print(f"  output:\n    {_safe(out)}")
+            print(f"A{i}: {_safe(r.answer or '')!s} ({r.stop_reason}, {r.iterations} turns)")
+            u = r.usage.total
+            print(f"  {u.calls} model calls, {u.input_tokens:,} in / {u.output_tokens:,} out")
+            print(f"  wall {wall:.1f} s")
+        line = next(x for x in task.context.splitlines() if task.gold in x)
+        print(
+            "\nexpected:",
+            json.dumps({"A1": task.gold, "A2": len(line)}),
+            "; session usage:",
+            s.usage.total.calls,
+            "calls",
+        )
 
 
 if __name__ == "__main__":
