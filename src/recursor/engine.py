@@ -36,6 +36,8 @@ class CallModel:
 class RunCell:
     code: str
     output_limit: int
+    #: the cell's place among its reply's code blocks
+    index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +160,7 @@ class Engine:
         extra: list[str] = []
         budget = self.s.max_output_chars
         for index, code in enumerate(blocks):
-            cell: CellResult = yield RunCell(code, max(budget, _MIN_CELL_OUTPUT))
+            cell: CellResult = yield RunCell(code, max(budget, _MIN_CELL_OUTPUT), index)
             budget -= cell.shown_chars
             cells.append(cell)
             self.trace.emit(

@@ -32,10 +32,11 @@ from recursor.errors import (
     SubcallError,
 )
 from recursor.limits import Ledger, Limits
-from recursor.lm.base import LM, Completion
+from recursor.lm.base import LM, CallHints, Completion, Message
+from recursor.lm.profile import streaming_of
 from recursor.result import RLMResult
 from recursor.sandbox.base import Environment, Session, SessionSpec
-from recursor.trace import RunFinished, RunStarted, Sink, Trace
+from recursor.trace import CellStarted, ModelDelta, RunFinished, RunStarted, Sink, Trace
 from recursor.trace.redact import redact_config
 
 T = TypeVar("T")
@@ -64,14 +65,22 @@ class Owner(Protocol):
 class Tree:
     """The state one completion shares across its recursion tree."""
 
-    def __init__(self, rlm: Owner) -> None:
+    def __init__(
+        self, rlm: Owner, *, listener: Sink | None = None, cancel: Cancel | None = None
+    ) -> None:
         rlm._owned.check_open()
         self.rlm = rlm
         self.ledger = Ledger(rlm.limits)
         self.trace = Trace(rlm.sinks)
+        if listener is not None:  # a stream's reader: sees every event, live ones too
+            self.trace.listen(listener)
         self.fatal: list[BaseException] = []
-        #: set when the completion ends (or the RLM closes): every sub-call and child run stops
-        self.cancel = Cancel(rlm._owned.cancel)
+        #: set when the completion ends (or the RLM closes, or a stream's reader leaves): every
+        #: sub-call and child run stops
+        self.cancel = Cancel(rlm._owned.cancel, cancel)
+        #: the caller may stop the run from outside (a stream): the root's model calls must
+        #: then be abandonable too, not only the children's
+        self.stoppable = cancel is not None
         #: the sub-call broker's loop, limits and cache, shared by every REPL of the tree
         self.broker = BrokerRuntime(rlm.broker_options)
 
@@ -249,6 +258,8 @@ class Node:
     def run_cell(self, action: RunCell) -> Any:
         """Run a cell under this node's scope, so the session stops it if the scope is set."""
         assert self.session is not None
+        iteration = self.engine.iterations if self.engine is not None else 0
+        self.tree.trace.emit_live(CellStarted(self.run_id, iteration, action.index, action.code))
         with scope(self.cancel):
             return self.session.run(
                 action.code, deadline=self.cell_deadline(), output_limit=action.output_limit
@@ -311,17 +322,54 @@ def _call_with_deadline(
     return value  # type: ignore[no-any-return]
 
 
+def _on_delta(node: Node) -> Callable[[str], None] | None:
+    """Where the node's model call sends its reply's pieces: to the listeners, when any."""
+    trace = node.tree.trace
+    if not trace.listening:
+        return None  # nobody watches: no streaming request, no per-token work
+    iteration = node.engine.iterations if node.engine is not None else 0
+    run_id = node.run_id
+    return lambda text: trace.emit_live(ModelDelta(run_id, iteration, text))
+
+
+def _hints(node: Node, on_delta: Callable[[str], None] | None) -> CallHints:
+    # one key per run: every turn resends the run's prefix, which the provider caches
+    return CallHints(on_delta=on_delta, cache_key=f"recursor-{node.run_id}")
+
+
+def _model_sync(node: Node, messages: list[Message]) -> Completion:
+    on_delta = _on_delta(node)
+    streaming = streaming_of(node.lm)
+    if streaming is not None:
+        return streaming.complete_with(messages, _hints(node, on_delta))
+    completion = node.lm.complete(messages)
+    if on_delta is not None:  # a backend that cannot stream: its reply is one delta
+        on_delta(completion.text)
+    return completion
+
+
+async def _model_async(node: Node, messages: list[Message]) -> Completion:
+    on_delta = _on_delta(node)
+    streaming = streaming_of(node.lm)
+    if streaming is not None:
+        return await streaming.acomplete_with(messages, _hints(node, on_delta))
+    completion = await node.lm.acomplete(messages)
+    if on_delta is not None:
+        on_delta(completion.text)
+    return completion
+
+
 def _perform_sync(node: Node, action: Action) -> Any:
     session = node.session
     assert session is not None
     if isinstance(action, CallModel):
         messages = action.messages
         return _call_with_deadline(
-            lambda: node.lm.complete(messages),
+            lambda: _model_sync(node, messages),
             node.tree.ledger.remaining(),
             node.tree.ledger,
-            # only a child can be stopped while the run goes on (the root's scope is the run's)
-            node.cancel if node.depth else None,
+            # a child can be stopped while the run goes on, and so can a streamed root
+            node.cancel if node.depth or node.tree.stoppable else None,
         )
     if isinstance(action, RunCell):
         return node.run_cell(action)
@@ -333,7 +381,7 @@ async def _perform_async(node: Node, action: Action) -> Any:
     assert session is not None
     if isinstance(action, CallModel):
         remaining = node.tree.ledger.remaining()
-        coro: Coroutine[Any, Any, Completion] = node.lm.acomplete(action.messages)
+        coro: Coroutine[Any, Any, Completion] = _model_async(node, action.messages)
         try:
             return await asyncio.wait_for(coro, remaining)
         except TimeoutError:
