@@ -328,8 +328,16 @@ def _on_delta(node: Node) -> Callable[[str], None] | None:
     if not trace.listening:
         return None  # nobody watches: no streaming request, no per-token work
     iteration = node.engine.iterations if node.engine is not None else 0
-    run_id = node.run_id
-    return lambda text: trace.emit_live(ModelDelta(run_id, iteration, text))
+    run_id, cancel = node.run_id, node.cancel
+
+    def on_delta(text: str) -> None:
+        if cancel.is_set():
+            # the run was stopped (its stream's reader left): raising here ends the backend's
+            # read of the HTTP stream now, not when the model has finished its reply
+            raise SubcallError(f"cancelled: {cancel.reason}")
+        trace.emit_live(ModelDelta(run_id, iteration, text))
+
+    return on_delta
 
 
 def _hints(node: Node, on_delta: Callable[[str], None] | None) -> CallHints:
