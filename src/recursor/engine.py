@@ -9,7 +9,7 @@ actions, so the loop exists once (httpx drives its auth flows the same way).
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +78,7 @@ class Engine:
         meta: ContextMeta,
         settings: prompts.PromptSettings,
         books: Books,
+        notes: Callable[[], list[str]] | None = None,
     ) -> None:
         self.query = query
         self.meta = meta
@@ -88,6 +89,9 @@ class Engine:
         self.model_name = books.model_name
         self.messages: list[Message] = []
         self._logged = 0  # messages already recorded in the trace
+        #: lines the next observation carries besides the cells' output (background calls
+        #: finished meanwhile); read, not performed: reading them is no I/O
+        self._notes = notes
         self.iterations = 0
 
     def steps(self) -> Generator[Action, Any, Outcome]:
@@ -103,7 +107,7 @@ class Engine:
                 if answer is not None:
                     return self._outcome(answer, "final")
                 self.ledger.check_time()
-                self.messages.append({"role": "user", "content": observation})
+                self.messages.append({"role": "user", "content": self._with_notes(observation)})
             # Out of turns: one last call that may only finish.
             self.messages[-1] = {
                 "role": "user",
@@ -121,6 +125,10 @@ class Engine:
             return self._outcome(None, exc.stop_reason, exc)
         except RecursorError as exc:
             return self._outcome(None, "error", exc)
+
+    def _with_notes(self, observation: str) -> str:
+        notes = self._notes() if self._notes is not None else []
+        return "\n\n".join([observation, "\n".join(notes)]) if notes else observation
 
     def _outcome(
         self, answer: str | None, reason: str, error: RecursorError | None = None

@@ -21,6 +21,7 @@ from recursor._cancel import POLL_S, Cancel, scope
 from recursor._lifetime import Owned
 from recursor._threads import in_daemon_thread
 from recursor.broker import Broker, BrokerOptions, BrokerRuntime, BrokerScope, DepthPlan
+from recursor.broker.background import BackgroundCalls
 from recursor.context import Context, ContextInput
 from recursor.engine import Action, Books, CallModel, Engine, Outcome, ReadVar, RunCell
 from recursor.errors import (
@@ -151,6 +152,7 @@ class Node:
         self.lm = tree.rlm.lm_for_depth(place.depth)
         self.session: Session | None = None
         self.engine: Engine | None = None
+        self.background: BackgroundCalls | None = None
 
     def open(self) -> None:
         rlm, tree = self.tree.rlm, self.tree
@@ -167,7 +169,13 @@ class Node:
             fatal=tree.fatal,
             cancel=tree.cancel,
         )
-        self.session = rlm.environment.open(SessionSpec(self.context, Broker(scope), self.depth))
+        broker = Broker(scope)
+        # calls model code starts without waiting: they outlive their cell, so they run here
+        self.background = BackgroundCalls(
+            broker, cancel=self.cancel, trace=tree.trace, run_id=self.run_id
+        )
+        spec = SessionSpec(self.context, broker, self.depth, background=self.background)
+        self.session = rlm.environment.open(spec)
         meta = self.session.meta
         sub = rlm.lm_for_depth(self.depth + 1)
         settings = prompts.PromptSettings(
@@ -183,6 +191,7 @@ class Node:
             meta=meta,
             settings=settings,
             books=Books(tree.ledger, tree.trace, self.run_id, self.lm.name),
+            notes=self.background.finished_notes,
         )
         blob = tree.trace.store_context(self.context, self.depth)
         tree.trace.emit(
@@ -231,6 +240,9 @@ class Node:
             self.close()
 
     def close(self) -> None:
+        if self.background is not None:
+            # first: pending calls are cancelled (queued ones never start) and their threads end
+            self.background.close()
         if self.session is not None:
             self.session.close()
             self.session = None
