@@ -75,7 +75,8 @@ def test_run_ending_with_pending_calls_cancels_them(env: str) -> None:
     root = ScriptedLM(
         [
             code(
-                "hs = llm_query_batched_async([f'p{i}' for i in range(40)])\nh = rlm_query_async('x')"
+                "hs = llm_query_batched_async([f'p{i}' for i in range(40)])\n"
+                "h = rlm_query_async('x')"
             ),
             "FINAL(early)",
         ]
