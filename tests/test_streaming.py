@@ -149,3 +149,24 @@ def test_astream_and_cancel() -> None:
     assert isinstance(full[-1], Completed) and full[-1].result.answer == "ok"
     assert any(isinstance(e, ModelDelta) for e in full)
     assert isinstance(got[-1], CellStarted)
+
+
+def test_live_view_shows_the_root_reply_as_it_is_written() -> None:
+    from rich.console import Console
+
+    from recursor.cli_view import LiveView
+
+    view = LiveView(Console(record=True, width=120), enabled=False)
+    view.on_event(RunStarted("r", parent_id=None, depth=0, query="q", context_meta={}, config={}))
+    view.on_event(ModelDelta("r", 1, "Let me look "))
+    view.on_event(ModelDelta("r", 1, "at \x1b[31mthe [bold]context"))
+    console = Console(record=True, width=120)
+    console.print(view.render())
+    shown = console.export_text()
+    # escapes are shown as text, markup is not interpreted
+    assert "model: Let me look at" in shown and "[bold]context" in shown
+    assert "\x1b" not in shown
+    view.on_event(CellStarted("r", 1, 0, "print(1)"))
+    console = Console(record=True, width=120)
+    console.print(view.render())
+    assert "model:" not in console.export_text()
