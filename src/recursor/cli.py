@@ -117,6 +117,7 @@ def run(  # noqa: PLR0917 - typer reads options from parameters
     from recursor.cli_view import LiveView
     from recursor.limits import Limits
     from recursor.rlm import RLM
+    from recursor.streaming import Completed
 
     try:
         ctx = load_context(context)
@@ -142,11 +143,16 @@ def run(  # noqa: PLR0917 - typer reads options from parameters
                 max_depth=max_depth,
                 environment=environment,
                 limits=limits,
-                sinks=[view.on_event] if sink is None else [view.on_event, sink],
+                sinks=None if sink is None else [sink],
             ) as rlm,
             view,
         ):
-            result = rlm.completion(query, context=ctx)
+            # the live view is driven by the run's stream (token deltas and cells starting
+            # included); its last event carries the result
+            for event in rlm.stream(query, context=ctx):
+                view.on_event(event)
+                if isinstance(event, Completed):
+                    result = event.result
     except RecursorError as exc:
         raise _fail(exit_code_for(exc), str(exc)) from None
     finally:

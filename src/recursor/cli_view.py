@@ -13,7 +13,20 @@ from rich.table import Table
 from rich.text import Text
 
 from recursor._terminal import markup_safe, plain
-from recursor.trace import CellRan, Event, LimitHit, ModelCalled, RunStarted, SubcallMade
+from recursor.trace import (
+    BackgroundStarted,
+    CellRan,
+    CellStarted,
+    Event,
+    LimitHit,
+    ModelCalled,
+    ModelDelta,
+    RunStarted,
+    SubcallMade,
+)
+
+#: characters of the root's reply shown while it is generated
+_TAIL_CHARS = 100
 
 if TYPE_CHECKING:
     from recursor.rlm import RLMResult
@@ -37,6 +50,9 @@ class LiveView:
         self.cost = 0.0
         self.last_code = ""
         self.last_limit = ""
+        #: the end of the root's reply being generated (from the stream's token deltas)
+        self.writing = ""
+        self.background = 0
         self._live: Live | None = None
 
     def on_event(self, event: Event) -> None:
@@ -59,6 +75,17 @@ class LiveView:
                 self.last_code = first[:80]
             elif isinstance(event, LimitHit):
                 self.last_limit = f"{event.limit}: {event.message}"
+            else:
+                self._on_live(event)
+
+    def _on_live(self, event: Event) -> None:
+        """Events only a stream carries: the root's reply as it is written, background calls."""
+        if isinstance(event, ModelDelta) and event.run_id == self.root_id:
+            self.writing = (self.writing + event.text)[-_TAIL_CHARS:]
+        elif isinstance(event, CellStarted) and event.run_id == self.root_id:
+            self.writing = ""  # the reply is complete; its cells run now
+        elif isinstance(event, BackgroundStarted):
+            self.background += len(event.handles)
 
     def _add_usage(self, usage: dict[str, object]) -> None:
         self.tokens_in += int(usage.get("input_tokens", 0) or 0)  # type: ignore[call-overload]
@@ -76,7 +103,12 @@ class LiveView:
             table.add_row("child RLMs", str(self.children))
             table.add_row("tokens", f"{self.tokens_in:,} in / {self.tokens_out:,} out")
             table.add_row("cost", f"${self.cost:.4f}")
+            if self.background:
+                table.add_row("background", str(self.background))
             parts: list[Table | Text] = [table]
+            if self.writing:
+                last = self.writing.splitlines()[-1] if self.writing.strip() else ""
+                parts.append(plain(f"model: {last[-80:]}", style="cyan"))
             if self.last_code:
                 parts.append(plain(f"last cell: {self.last_code}", style="dim"))
             if self.last_limit:

@@ -9,7 +9,7 @@ actions, so the loop exists once (httpx drives its auth flows the same way).
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,8 @@ class CallModel:
 class RunCell:
     code: str
     output_limit: int
+    #: the cell's place among its reply's code blocks
+    index: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +70,14 @@ class Books:
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """How a run's history starts and is kept short: ``preface`` goes before the question (a
-    conversation's earlier asks); ``compact`` replaces older turns by notes
-    (:mod:`recursor.compaction`)."""
+    """How a run's history starts, grows and is kept short: ``preface`` goes before the
+    question (a conversation's earlier asks); ``notes`` gives lines the next observation carries
+    besides the cells' output (background calls finished meanwhile; reading them is no I/O);
+    ``compact`` replaces older turns by notes (:mod:`recursor.compaction`)."""
 
     preface: str | None = None
     compact: compaction.Compaction | None = None
+    notes: Callable[[], list[str]] | None = None
 
 
 class Engine:
@@ -97,6 +101,7 @@ class Engine:
         self.model_name = books.model_name
         self.messages: list[Message] = []
         self._logged = 0  # messages already recorded in the trace
+        self._notes = None if history is None else history.notes
         self.iterations = 0
         #: put before the question (a conversation's earlier questions and answers)
         self.preface = None if history is None else history.preface
@@ -120,7 +125,7 @@ class Engine:
                 if answer is not None:
                     return self._outcome(answer, "final")
                 self.ledger.check_time()
-                self.messages.append({"role": "user", "content": observation})
+                self.messages.append({"role": "user", "content": self._with_notes(observation)})
             # Out of turns: one last call that may only finish.
             self.messages[-1] = {
                 "role": "user",
@@ -138,6 +143,10 @@ class Engine:
             return self._outcome(None, exc.stop_reason, exc)
         except RecursorError as exc:
             return self._outcome(None, "error", exc)
+
+    def _with_notes(self, observation: str) -> str:
+        notes = self._notes() if self._notes is not None else []
+        return "\n\n".join([observation, "\n".join(notes)]) if notes else observation
 
     def _outcome(
         self, answer: str | None, reason: str, error: RecursorError | None = None
@@ -209,7 +218,7 @@ class Engine:
         extra: list[str] = []
         budget = self.s.max_output_chars
         for index, code in enumerate(blocks):
-            cell: CellResult = yield RunCell(code, max(budget, _MIN_CELL_OUTPUT))
+            cell: CellResult = yield RunCell(code, max(budget, _MIN_CELL_OUTPUT), index)
             budget -= cell.shown_chars
             cells.append(cell)
             self.trace.emit(

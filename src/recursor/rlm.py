@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Iterator
 from typing import Literal, TypedDict, Unpack
 
+from recursor._cancel import Cancel
 from recursor._closing import Closing
 from recursor._lifetime import Owned
 from recursor._threads import in_daemon_thread
@@ -19,7 +21,8 @@ from recursor.lm.profile import profile_of
 from recursor.lm.registry import DEFAULT_MODEL
 from recursor.result import RLMResult
 from recursor.sandbox.base import Environment
-from recursor.trace import Sink
+from recursor.streaming import astream_run, stream_run
+from recursor.trace import Event, Sink
 from recursor.trace.redact import register_secrets_of
 from recursor.tree import Tree, drive_async
 
@@ -197,7 +200,17 @@ class RLM(Closing):
     # -- the two drivers ------------------------------------------------------------------------
     def completion(self, query: str, context: ContextInput = None) -> RLMResult:
         """Answer ``query`` over ``context``; blocks until the run ends."""
-        tree = Tree(self)
+        return self._complete(query, context)
+
+    def _complete(
+        self,
+        query: str,
+        context: ContextInput,
+        listener: Sink | None = None,
+        cancel: Cancel | None = None,
+    ) -> RLMResult:
+        """:meth:`completion`, with a listener of its events and a scope that stops it."""
+        tree = Tree(self, listener=listener, cancel=cancel)
         try:
             node = tree.node(query, context, depth=0, parent_id=None)
             outcome = node.run()
@@ -207,7 +220,28 @@ class RLM(Closing):
 
     async def acompletion(self, query: str, context: ContextInput = None) -> RLMResult:
         """The same run as :meth:`completion`, awaiting model calls on the event loop."""
-        tree = Tree(self)
+        return await self._acomplete(query, context)
+
+    def stream(self, query: str, context: ContextInput = None) -> Iterator[Event]:
+        """The run's events as they happen, from every level of its tree, then
+        :class:`~recursor.streaming.Completed` with the result. Leaving the loop early stops
+        the run (see :mod:`recursor.streaming`)."""
+        return stream_run(lambda listener, cancel: self._complete(query, context, listener, cancel))
+
+    def astream(self, query: str, context: ContextInput = None) -> AsyncIterator[Event]:
+        """:meth:`stream` for ``async for``; the run is :meth:`acompletion`'s."""
+        return astream_run(
+            lambda listener, cancel: self._acomplete(query, context, listener, cancel)
+        )
+
+    async def _acomplete(
+        self,
+        query: str,
+        context: ContextInput,
+        listener: Sink | None = None,
+        cancel: Cancel | None = None,
+    ) -> RLMResult:
+        tree = Tree(self, listener=listener, cancel=cancel)
         try:
             node = tree.node(query, context, depth=0, parent_id=None)
             try:

@@ -21,6 +21,7 @@ from recursor._cancel import POLL_S, Cancel, scope
 from recursor._lifetime import Owned
 from recursor._threads import in_daemon_thread
 from recursor.broker import Broker, BrokerOptions, BrokerRuntime, BrokerScope, DepthPlan
+from recursor.broker.background import BackgroundCalls
 from recursor.compaction import Compaction
 from recursor.context import Context, ContextInput
 from recursor.engine import (
@@ -42,10 +43,11 @@ from recursor.errors import (
     SubcallError,
 )
 from recursor.limits import Ledger, Limits
-from recursor.lm.base import LM, Completion
+from recursor.lm.base import LM, CallHints, Completion, Message
+from recursor.lm.profile import streaming_of
 from recursor.result import RLMResult
-from recursor.sandbox.base import Environment, Session, SessionSpec
-from recursor.trace import RunFinished, RunStarted, Sink, Trace
+from recursor.sandbox.base import Environment, Session, SessionSpec, SubcallHandler
+from recursor.trace import CellStarted, ModelDelta, RunFinished, RunStarted, Sink, Trace
 from recursor.trace.redact import redact_config
 
 T = TypeVar("T")
@@ -76,16 +78,29 @@ class Owner(Protocol):
 class Tree:
     """The state one completion shares across its recursion tree."""
 
-    def __init__(self, rlm: Owner, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        rlm: Owner,
+        limits: Limits | None = None,
+        *,
+        listener: Sink | None = None,
+        cancel: Cancel | None = None,
+    ) -> None:
         rlm._owned.check_open()
         self.rlm = rlm
         #: the run's limits: the RLM's, or an ask's of a conversation
         self.limits = rlm.limits if limits is None else limits
         self.ledger = Ledger(self.limits)
         self.trace = Trace(rlm.sinks)
+        if listener is not None:  # a stream's reader: sees every event, live ones too
+            self.trace.listen(listener)
         self.fatal: list[BaseException] = []
-        #: set when the completion ends (or the RLM closes): every sub-call and child run stops
-        self.cancel = Cancel(rlm._owned.cancel)
+        #: set when the completion ends (or the RLM closes, or a stream's reader leaves): every
+        #: sub-call and child run stops
+        self.cancel = Cancel(rlm._owned.cancel, cancel)
+        #: the caller may stop the run from outside (a stream): the root's model calls must
+        #: then be abandonable too, not only the children's
+        self.stoppable = cancel is not None
         #: the sub-call broker's loop, limits and cache, shared by every REPL of the tree
         self.broker = BrokerRuntime(rlm.broker_options)
 
@@ -156,11 +171,14 @@ class Node:
         self.lm = tree.rlm.lm_for_depth(place.depth)
         self.session: Session | None = None
         self.engine: Engine | None = None
+        self.background: BackgroundCalls | None = None
 
     def open(self) -> None:
         """Open this node's own REPL and start its engine."""
-        spec = SessionSpec(self.context, Broker(self.broker_scope()), self.depth)
-        self.start(self.tree.rlm.environment.open(spec))
+        broker = Broker(self.broker_scope())
+        background = self.background_calls(broker)
+        spec = SessionSpec(self.context, broker, self.depth, background=background)
+        self.start(self.tree.rlm.environment.open(spec), background=background)
 
     def broker_scope(self) -> BrokerScope:
         """What the broker serving this node's REPL knows of the tree."""
@@ -179,11 +197,30 @@ class Node:
             cancel=tree.cancel,
         )
 
-    def start(self, session: Session, *, preface: str | None = None) -> None:
+    def background_calls(self, handler: SubcallHandler, *, first_id: int = 1) -> BackgroundCalls:
+        """The calls model code starts without waiting (``llm_query_async``...): they outlive
+        their cell, so they run on the host, under this node's scope and books."""
+        return BackgroundCalls(
+            handler,
+            cancel=self.cancel,
+            trace=self.tree.trace,
+            run_id=self.run_id,
+            first_id=first_id,
+        )
+
+    def start(
+        self,
+        session: Session,
+        *,
+        preface: str | None = None,
+        background: BackgroundCalls | None = None,
+    ) -> None:
         """Start the engine over ``session`` (this node's own, or a conversation's that outlives
-        the run); ``preface`` goes before the question."""
+        the run); ``preface`` goes before the question; ``background`` serves the session's
+        background calls for this run (closed with the node, or by the conversation)."""
         rlm, tree = self.tree.rlm, self.tree
         self.session = session
+        self.background = background
         meta = session.meta
         sub = rlm.lm_for_depth(self.depth + 1)
         settings = prompts.PromptSettings(
@@ -199,7 +236,11 @@ class Node:
             meta=meta,
             settings=settings,
             books=Books(tree.ledger, tree.trace, self.run_id, self.lm.name),
-            history=History(preface, self._compaction()),
+            history=History(
+                preface,
+                self._compaction(),
+                notes=None if background is None else background.finished_notes,
+            ),
         )
         blob = tree.trace.store_context(self.context, self.depth)
         tree.trace.emit(
@@ -253,6 +294,9 @@ class Node:
             self.close()
 
     def close(self) -> None:
+        if self.background is not None:
+            # first: pending calls are cancelled (queued ones never start) and their threads end
+            self.background.close()
         if self.session is not None:
             self.session.close()
             self.session = None
@@ -280,6 +324,8 @@ class Node:
     def run_cell(self, action: RunCell) -> Any:
         """Run a cell under this node's scope, so the session stops it if the scope is set."""
         assert self.session is not None
+        iteration = self.engine.iterations if self.engine is not None else 0
+        self.tree.trace.emit_live(CellStarted(self.run_id, iteration, action.index, action.code))
         with scope(self.cancel):
             return self.session.run(
                 action.code, deadline=self.cell_deadline(), output_limit=action.output_limit
@@ -342,17 +388,62 @@ def _call_with_deadline(
     return value  # type: ignore[no-any-return]
 
 
+def _on_delta(node: Node) -> Callable[[str], None] | None:
+    """Where the node's model call sends its reply's pieces: to the listeners, when any."""
+    trace = node.tree.trace
+    if not trace.listening:
+        return None  # nobody watches: no streaming request, no per-token work
+    iteration = node.engine.iterations if node.engine is not None else 0
+    run_id, cancel = node.run_id, node.cancel
+
+    def on_delta(text: str) -> None:
+        if cancel.is_set():
+            # the run was stopped (its stream's reader left): raising here ends the backend's
+            # read of the HTTP stream now, not when the model has finished its reply
+            raise SubcallError(f"cancelled: {cancel.reason}")
+        trace.emit_live(ModelDelta(run_id, iteration, text))
+
+    return on_delta
+
+
+def _hints(node: Node, on_delta: Callable[[str], None] | None) -> CallHints:
+    # one key per run: every turn resends the run's prefix, which the provider caches
+    return CallHints(on_delta=on_delta, cache_key=f"recursor-{node.run_id}")
+
+
+def _model_sync(node: Node, messages: list[Message]) -> Completion:
+    on_delta = _on_delta(node)
+    streaming = streaming_of(node.lm)
+    if streaming is not None:
+        return streaming.complete_with(messages, _hints(node, on_delta))
+    completion = node.lm.complete(messages)
+    if on_delta is not None:  # a backend that cannot stream: its reply is one delta
+        on_delta(completion.text)
+    return completion
+
+
+async def _model_async(node: Node, messages: list[Message]) -> Completion:
+    on_delta = _on_delta(node)
+    streaming = streaming_of(node.lm)
+    if streaming is not None:
+        return await streaming.acomplete_with(messages, _hints(node, on_delta))
+    completion = await node.lm.acomplete(messages)
+    if on_delta is not None:
+        on_delta(completion.text)
+    return completion
+
+
 def _perform_sync(node: Node, action: Action) -> Any:
     session = node.session
     assert session is not None
     if isinstance(action, CallModel):
         messages = action.messages
         return _call_with_deadline(
-            lambda: node.lm.complete(messages),
+            lambda: _model_sync(node, messages),
             node.tree.ledger.remaining(),
             node.tree.ledger,
-            # only a child can be stopped while the run goes on (the root's scope is the run's)
-            node.cancel if node.depth else None,
+            # a child can be stopped while the run goes on, and so can a streamed root
+            node.cancel if node.depth or node.tree.stoppable else None,
         )
     if isinstance(action, RunCell):
         return node.run_cell(action)
@@ -364,7 +455,7 @@ async def _perform_async(node: Node, action: Action) -> Any:
     assert session is not None
     if isinstance(action, CallModel):
         remaining = node.tree.ledger.remaining()
-        coro: Coroutine[Any, Any, Completion] = node.lm.acomplete(action.messages)
+        coro: Coroutine[Any, Any, Completion] = _model_async(node, action.messages)
         try:
             return await asyncio.wait_for(coro, remaining)
         except TimeoutError:

@@ -26,13 +26,38 @@ def estimate_message_tokens(messages: list[dict[str, str]]) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Pricing:
-    """Dollars per million tokens."""
+    """Dollars per million tokens.
+
+    A provider's prompt cache bills the input tokens it read from the cache at
+    ``cached_input_per_mtok`` and the ones it wrote into it at ``cache_write_per_mtok``
+    (Anthropic's 1.25x); ``None`` bills them at the full input rate (no discount known)."""
 
     input_per_mtok: float
     output_per_mtok: float
+    cached_input_per_mtok: float | None = None
+    cache_write_per_mtok: float | None = None
 
-    def cost(self, input_tokens: int, output_tokens: int) -> float:
-        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
+    def cost(
+        self, input_tokens: int, output_tokens: int, cached: int = 0, written: int = 0
+    ) -> float:
+        """Cost of a call; ``cached`` and ``written`` are parts of ``input_tokens``."""
+        full = input_tokens - cached - written
+        read_rate = (
+            self.input_per_mtok
+            if self.cached_input_per_mtok is None
+            else (self.cached_input_per_mtok)
+        )
+        write_rate = (
+            self.input_per_mtok
+            if self.cache_write_per_mtok is None
+            else (self.cache_write_per_mtok)
+        )
+        return (
+            full * self.input_per_mtok
+            + cached * read_rate
+            + written * write_rate
+            + output_tokens * self.output_per_mtok
+        ) / 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +74,16 @@ class Usage:
     cached_calls: int = 0
     #: calls whose token counts are estimates (the server sent no usage)
     estimated_calls: int = 0
+    #: input tokens the provider read from its prompt cache (part of ``input_tokens``)
+    cached_input_tokens: int = 0
+    #: input tokens the provider wrote into its prompt cache (part of ``input_tokens``)
+    cache_write_tokens: int = 0
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        """Input tokens billed at the full input rate (neither read from nor written to a
+        prompt cache)."""
+        return self.input_tokens - self.cached_input_tokens - self.cache_write_tokens
 
     @property
     def total_tokens(self) -> int:
@@ -67,6 +102,8 @@ class Usage:
             unpriced_calls=self.unpriced_calls + other.unpriced_calls,
             cached_calls=self.cached_calls + other.cached_calls,
             estimated_calls=self.estimated_calls + other.estimated_calls,
+            cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
         )
 
     @classmethod
@@ -77,15 +114,23 @@ class Usage:
         pricing: Pricing | None,
         *,
         estimated: bool = False,
+        cache: tuple[int, int] = (0, 0),
     ) -> Usage:
-        """The usage of one model call, priced when ``pricing`` is known."""
+        """The usage of one model call, priced when ``pricing`` is known; ``cache`` is the
+        (read, written) input tokens of the provider's prompt cache, parts of ``input_tokens``."""
+        cached, written = cache
+        cost = (
+            None if pricing is None else pricing.cost(input_tokens, output_tokens, cached, written)
+        )
         return cls(
             calls=1,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            cost_usd=None if pricing is None else pricing.cost(input_tokens, output_tokens),
+            cost_usd=cost,
             unpriced_calls=1 if pricing is None else 0,
             estimated_calls=1 if estimated else 0,
+            cached_input_tokens=cached,
+            cache_write_tokens=written,
         )
 
     def to_dict(self) -> dict[str, float | int | None]:
@@ -97,6 +142,8 @@ class Usage:
             "unpriced_calls": self.unpriced_calls,
             "cached_calls": self.cached_calls,
             "estimated_calls": self.estimated_calls,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
         }
 
 

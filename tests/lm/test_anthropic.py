@@ -116,12 +116,17 @@ def test_system_messages_go_to_the_system_parameter(server: StubServer, make_lm:
         ]
     )
     body = server.requests[-1].body
-    assert body["system"] == "Rule one.\n\nRule two."
-    # alternation: the two user turns were merged, no system role is left in messages
+    # one text block with a cache breakpoint (prompt caching is on by default)
+    mark = {"type": "ephemeral"}
+    assert body["system"] == [
+        {"type": "text", "text": "Rule one.\n\nRule two.", "cache_control": mark}
+    ]
+    # alternation: the two user turns were merged, no system role is left in messages; the
+    # last turn carries the breakpoint of the growing history
     assert body["messages"] == [
         {"role": "user", "content": "a\n\nb"},
         {"role": "assistant", "content": "c"},
-        {"role": "user", "content": "d"},
+        {"role": "user", "content": [{"type": "text", "text": "d", "cache_control": mark}]},
     ]
     assert body["temperature"] == 0.5
     assert body["max_tokens"] == 321

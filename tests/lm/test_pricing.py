@@ -32,7 +32,9 @@ from recursor.usage import Pricing
     ],
 )
 def test_known_prices(provider: str, model: str, price: tuple[float, float]) -> None:
-    assert lookup(provider, model) == Pricing(*price)
+    found = lookup(provider, model)
+    assert found is not None
+    assert (found.input_per_mtok, found.output_per_mtok) == price
 
 
 @pytest.mark.parametrize(
@@ -56,8 +58,29 @@ def test_dated_snapshots_find_their_family(provider: str, dated: str, family: st
 
 
 def test_a_snapshot_with_its_own_price_keeps_it() -> None:
-    assert lookup("openai", "gpt-4o-2024-05-13") == Pricing(5.0, 15.0)
-    assert lookup("openai", "gpt-4o-2024-08-06") == Pricing(2.5, 10.0)
+    assert lookup("openai", "gpt-4o-2024-05-13") == Pricing(5.0, 15.0, 2.5)
+    assert lookup("openai", "gpt-4o-2024-08-06") == Pricing(2.5, 10.0, 1.25)
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "read", "write"),
+    [
+        ("openai", "gpt-5-mini", 0.025, None),  # 10%
+        ("openai", "gpt-4.1", 0.5, None),  # 25%
+        ("openai", "gpt-4o-mini", 0.075, None),  # 50%
+        ("openai", "o4-mini", 0.275, None),
+        ("openai", "gpt-5-pro", None, None),  # no cached rate published: full rate
+        ("openai", "gpt-3.5-turbo", None, None),
+        ("anthropic", "claude-sonnet-4-5-20250929", 0.3, 3.75),  # 0.1x read, 1.25x write
+    ],
+)
+def test_prompt_cache_rates(
+    provider: str, model: str, read: float | None, write: float | None
+) -> None:
+    found = lookup(provider, model)
+    assert found is not None
+    assert found.cached_input_per_mtok == (None if read is None else pytest.approx(read))
+    assert found.cache_write_per_mtok == (None if write is None else pytest.approx(write))
 
 
 def test_names_are_matched_case_insensitively_and_with_a_provider_prefix() -> None:

@@ -55,6 +55,7 @@ def test_openai_profile() -> None:
         context_window=128_000,
         pricing=lookup("openai", "gpt-4o-mini"),
         cache_params={"temperature": 0.5},
+        streams=True,  # it implements StreamingLM
     )
     capped = openai_lm.create(
         "gpt-4o-mini", base_url=URL, api_key="k", max_tokens=50, extra_body={"top_k": 2}

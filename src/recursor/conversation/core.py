@@ -22,6 +22,7 @@ from recursor import prompts
 from recursor._closing import Closing
 from recursor._threads import in_daemon_thread
 from recursor.broker import Broker
+from recursor.broker.background import BackgroundCalls
 from recursor.context import Context, ContextInput
 from recursor.conversation import record as rec
 from recursor.conversation.resume import RecordedAnswers, ResumeReport, replay_ask
@@ -34,13 +35,21 @@ from recursor.errors import (
     LimitExceeded,
     ResumeError,
     RunTimeout,
+    SubcallError,
     SubcallLimitExceeded,
     TokenLimitExceeded,
 )
 from recursor.limits import Limits
 from recursor.protocol import clip
 from recursor.result import RLMResult
-from recursor.sandbox.base import Session, SessionSpec, SubcallHandler, SubcallRequest
+from recursor.sandbox.base import (
+    BackgroundRequest,
+    BackgroundStatus,
+    Session,
+    SessionSpec,
+    SubcallHandler,
+    SubcallRequest,
+)
 from recursor.sandbox.base import SubcallResponse as Response
 from recursor.tree import Node, Owner, Place, Tree, drive_async, drive_sync
 from recursor.usage import Usage, UsageReport
@@ -99,7 +108,11 @@ class Conversation(Closing):
         #: set by :func:`resume`: the last resume's findings (stale names go to the next root)
         self.resume_report: ResumeReport | None = None
         self._stale_note: list[str] = []
-        self._session: Session = rlm.environment.open(SessionSpec(self._context, self._serve, 0))
+        #: the running ask's background calls (``llm_query_async``...), and the next handle id
+        self._background: BackgroundCalls | None = None
+        self._next_handle = 1
+        spec = SessionSpec(self._context, self._serve, 0, background=self._serve_background)
+        self._session: Session = rlm.environment.open(spec)
         try:
             self._session.bind("history", [], deadline=None)
         except BaseException:
@@ -138,6 +151,15 @@ class Conversation(Closing):
         if broker is None:
             return Response.failure(len(request.prompts), "no ask of this session is running")
         return broker(request)
+
+    def _serve_background(self, request: BackgroundRequest) -> BackgroundStatus:
+        # background calls belong to an ask: they end (cancelled if pending) with it
+        background = self._background
+        if background is None:
+            return BackgroundStatus.refusal(
+                "no ask of this session is running", SubcallError.__name__
+            )
+        return background(request)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -226,10 +248,15 @@ class Conversation(Closing):
         self._tree = tree
         node = Node(tree, query, self._context, Place(0, None, tree.cancel))
         self._broker = Broker(node.broker_scope())
-        node.start(self._session, preface=self._preface())
+        self._background = node.background_calls(self._broker, first_id=self._next_handle)
+        node.start(self._session, preface=self._preface(), background=self._background)
         return tree, node
 
     def _end(self, tree: Tree) -> None:
+        background, self._background = self._background, None
+        if background is not None:  # pending calls of the ask are cancelled with it
+            self._next_handle = background.next_id
+            background.close()
         self._broker = None
         self._tree = None
         tree.close()

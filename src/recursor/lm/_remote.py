@@ -19,6 +19,7 @@ Nothing here imports an SDK, so each backend still needs only its own extra inst
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import math
 import os
@@ -53,7 +54,7 @@ from recursor.errors import (
     RateLimitError,
 )
 from recursor.lm import pricing as price_table
-from recursor.lm.base import Completion, LMProfile, Message
+from recursor.lm.base import CallHints, Completion, LMProfile, Message
 from recursor.lm.profile import remote_profile
 from recursor.usage import Pricing, Usage, estimate_message_tokens, estimate_tokens
 
@@ -146,6 +147,8 @@ class CallOptions:
     max_retries: int = 2
     #: merged into the JSON body as is, for server-specific parameters
     extra_body: Mapping[str, Any] | None = field(default=None, hash=False)
+    #: use the provider's prompt cache (Anthropic breakpoints, OpenAI ``prompt_cache_key``)
+    prompt_cache: bool = True
 
 
 class _SyncClient(Protocol):
@@ -384,15 +387,17 @@ def safe_cause(exc: BaseException, endpoint: Endpoint) -> BaseException | None:
 def call_usage(
     messages: list[Message],
     text: str,
-    input_tokens: int | None,
-    output_tokens: int | None,
+    tokens: tuple[int | None, int | None],
     pricing: Pricing | None,
+    cache: tuple[int, int] = (0, 0),
 ) -> Usage:
-    """The usage of one call; estimated (and marked so) when the server sent no counts.
+    """The usage of one call from the server's (input, output) ``tokens`` and the (read,
+    written) tokens of its prompt ``cache``; estimated (and marked so) when it sent no counts.
 
     Some OpenAI-compatible servers omit ``usage``; a budget must still see the call, so we
     fall back to the documented 4-characters-a-token estimate rather than count zero.
     """
+    input_tokens, output_tokens = tokens
     if input_tokens is None or output_tokens is None:
         return Usage.of_call(
             estimate_message_tokens(messages) if input_tokens is None else input_tokens,
@@ -400,7 +405,7 @@ def call_usage(
             pricing,
             estimated=True,
         )
-    return Usage.of_call(input_tokens, output_tokens, pricing)
+    return Usage.of_call(input_tokens, output_tokens, pricing, cache=cache)
 
 
 def int_or_none(value: object) -> int | None:
@@ -423,6 +428,8 @@ class RemoteKwargs(TypedDict, total=False):
     extra_body: dict[str, Any] | None
     #: "auto" looks the model up in :mod:`recursor.lm.pricing`; ``None`` means unpriced
     pricing: Pricing | Literal["auto"] | None
+    #: use the provider's prompt cache (default True)
+    prompt_cache: bool
 
 
 class RemoteLM(Closing):
@@ -437,6 +444,8 @@ class RemoteLM(Closing):
     key_env: ClassVar[str | None]
     base_url_env: ClassVar[str | None]
     errors: ClassVar[SDKErrors]
+    #: implements the streaming steps (and so :class:`~recursor.lm.base.StreamingLM`)
+    can_stream: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -473,6 +482,7 @@ class RemoteLM(Closing):
             timeout=kw.get("timeout"),
             max_retries=kw.get("max_retries", 2),
             extra_body=kw.get("extra_body"),
+            prompt_cache=kw.get("prompt_cache", True),
         )
         return cls(
             model,
@@ -489,7 +499,8 @@ class RemoteLM(Closing):
     @property
     def profile(self) -> LMProfile:
         """What the core knows of this model (:func:`recursor.lm.profile.remote_profile`)."""
-        return remote_profile(self.provider, self.model, self.pricing, self.options)
+        profile = remote_profile(self.provider, self.model, self.pricing, self.options)
+        return dataclasses.replace(profile, streams=self.can_stream)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
@@ -505,6 +516,28 @@ class RemoteLM(Closing):
     async def acomplete(self, messages: list[Message]) -> Completion:
         request = self._request(messages)
         try:
+            response = await self._asend(request)
+        except self._sdk_errors().base as exc:
+            raise self._map(exc) from safe_cause(exc, self.endpoint)
+        return self._parse(messages, response)
+
+    def complete_with(self, messages: list[Message], hints: CallHints) -> Completion:
+        """:meth:`complete` with hints: streamed when ``hints.on_delta`` is given, with the
+        prompt-cache key when the backend sends one."""
+        request = self._hinted(self._request(messages), hints)
+        try:
+            if hints.on_delta is not None:
+                return self._stream(messages, request, hints.on_delta)
+            response = self._send(request)
+        except self._sdk_errors().base as exc:
+            raise self._map(exc) from safe_cause(exc, self.endpoint)
+        return self._parse(messages, response)
+
+    async def acomplete_with(self, messages: list[Message], hints: CallHints) -> Completion:
+        request = self._hinted(self._request(messages), hints)
+        try:
+            if hints.on_delta is not None:
+                return await self._astream(messages, request, hints.on_delta)
             response = await self._asend(request)
         except self._sdk_errors().base as exc:
             raise self._map(exc) from safe_cause(exc, self.endpoint)
@@ -535,6 +568,21 @@ class RemoteLM(Closing):
 
     @abstractmethod
     def _parse(self, messages: list[Message], response: Any) -> Completion: ...
+
+    def _hinted(self, request: dict[str, Any], hints: CallHints) -> dict[str, Any]:
+        """``request`` with what ``hints`` add to it (by default nothing)."""
+        return request
+
+    def _stream(
+        self, messages: list[Message], request: dict[str, Any], on_delta: Callable[[str], None]
+    ) -> Completion:
+        """Send ``request`` streamed, ``on_delta`` each piece; the whole completion after."""
+        raise NotImplementedError(f"{self.name} cannot stream")  # can_stream is False
+
+    async def _astream(
+        self, messages: list[Message], request: dict[str, Any], on_delta: Callable[[str], None]
+    ) -> Completion:
+        raise NotImplementedError(f"{self.name} cannot stream")
 
     def _sdk_errors(self) -> SDKErrors:
         return self.errors

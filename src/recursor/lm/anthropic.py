@@ -14,6 +14,7 @@ Install with ``pip install "recursor[anthropic]"``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, Unpack
 
 import anthropic
@@ -108,14 +109,40 @@ def parse_message(
     finish = _FINISH.get(stop_reason, stop_reason) if isinstance(stop_reason, str) else None
     usage = getattr(response, "usage", None)
     input_tokens = int_or_none(getattr(usage, "input_tokens", None))
+    written = int_or_none(getattr(usage, "cache_creation_input_tokens", None)) or 0
+    read = int_or_none(getattr(usage, "cache_read_input_tokens", None)) or 0
     if input_tokens is not None:
         # cached prompt tokens are reported apart from input_tokens; they were still read
-        for extra in ("cache_creation_input_tokens", "cache_read_input_tokens"):
-            input_tokens += int_or_none(getattr(usage, extra, None)) or 0
+        input_tokens += written + read
+    else:
+        written = read = 0
     output_tokens = int_or_none(getattr(usage, "output_tokens", None))
     return Completion(
-        text, call_usage(messages, text, input_tokens, output_tokens, pricing), finish
+        text,
+        call_usage(messages, text, (input_tokens, output_tokens), pricing, (read, written)),
+        finish,
     )
+
+
+#: marks the end of a prefix the API is to cache (5 minutes, refreshed by each hit)
+_BREAKPOINT = {"type": "ephemeral"}
+
+
+def with_breakpoints(
+    system: str | None, turns: list[dict[str, str]]
+) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]]]:
+    """``system`` and ``turns`` with cache breakpoints: on the system prompt (the same for the
+    whole run) and on the last turn (the growing history: the next call reads it back, as it
+    only appends). Two of the API's four allowed breakpoints."""
+    blocks = None
+    if system is not None:
+        blocks = [{"type": "text", "text": system, "cache_control": _BREAKPOINT}]
+    marked: list[dict[str, Any]] = list(turns)
+    if marked:
+        last = marked[-1]
+        content = [{"type": "text", "text": last["content"], "cache_control": _BREAKPOINT}]
+        marked[-1] = {"role": last["role"], "content": content}
+    return blocks, marked
 
 
 class AnthropicLM(SDKClientLM[anthropic.Anthropic, anthropic.AsyncAnthropic]):
@@ -126,6 +153,7 @@ class AnthropicLM(SDKClientLM[anthropic.Anthropic, anthropic.AsyncAnthropic]):
     key_env = "ANTHROPIC_API_KEY"
     base_url_env = "ANTHROPIC_BASE_URL"
     errors = ANTHROPIC_ERRORS
+    can_stream = True
 
     @property
     def profile(self) -> LMProfile:
@@ -147,7 +175,11 @@ class AnthropicLM(SDKClientLM[anthropic.Anthropic, anthropic.AsyncAnthropic]):
             "messages": turns,
             "max_tokens": opts.max_tokens or default_max_tokens(self.model),
         }
-        if system is not None:
+        if opts.prompt_cache:
+            blocks, request["messages"] = with_breakpoints(system, turns)
+            if blocks is not None:
+                request["system"] = blocks
+        elif system is not None:
             request["system"] = system
         extra = dict(opts.extra_body or {})
         if opts.temperature is not None:
@@ -167,6 +199,26 @@ class AnthropicLM(SDKClientLM[anthropic.Anthropic, anthropic.AsyncAnthropic]):
 
     def _parse(self, messages: list[Message], response: Any) -> Completion:
         return parse_message(self.name, messages, response, self.pricing)
+
+    def _stream(
+        self, messages: list[Message], request: dict[str, Any], on_delta: Callable[[str], None]
+    ) -> Completion:
+        # the SDK's stream helper puts the message together: its final one parses as usual
+        with self._clients.sync().messages.stream(**request) as stream:
+            for text in stream.text_stream:
+                on_delta(text)
+            final = stream.get_final_message()
+        return self._parse(messages, final)
+
+    async def _astream(
+        self, messages: list[Message], request: dict[str, Any], on_delta: Callable[[str], None]
+    ) -> Completion:
+        client = await self._clients.async_()
+        async with client.messages.stream(**request) as stream:
+            async for text in stream.text_stream:
+                on_delta(text)
+            final = await stream.get_final_message()
+        return self._parse(messages, final)
 
 
 def create(model: str, **kw: Unpack[RemoteKwargs]) -> AnthropicLM:

@@ -13,7 +13,7 @@ only, never by probing attributes of the object.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -53,7 +53,7 @@ class LMProfile:
     cache_params: Mapping[str, Any] = field(default_factory=dict, hash=False)
     #: the root prompt it reads best: "compact" for small local models
     prompt_style: Literal["full", "compact"] = "full"
-    #: whether it can stream its reply (no backend does yet)
+    #: it implements :class:`StreamingLM` (streams its reply, takes a prompt-cache key)
     streams: bool = False
 
 
@@ -81,6 +81,27 @@ class LM(ChatModel, Protocol):
 
     @property
     def profile(self) -> LMProfile: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallHints:
+    """What the caller of one model call may add that does not change the reply."""
+
+    #: called with each piece of the reply text as it arrives (None: do not stream)
+    on_delta: Callable[[str], None] | None = None
+    #: groups calls that share a prefix (one run, one session) for the provider's prompt cache
+    cache_key: str | None = None
+
+
+@runtime_checkable
+class StreamingLM(LM, Protocol):
+    """An LM that streams and takes :class:`CallHints`; it says so with ``profile.streams``
+    (read by :func:`recursor.lm.profile.streaming_of`, never probed). Both methods return the
+    whole :class:`Completion` (text, usage, finish reason) once the reply ends."""
+
+    def complete_with(self, messages: list[Message], hints: CallHints) -> Completion: ...
+
+    async def acomplete_with(self, messages: list[Message], hints: CallHints) -> Completion: ...
 
 
 class ClosableLM(LM, Protocol):

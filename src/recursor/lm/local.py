@@ -15,6 +15,13 @@ How it runs, and why:
 * **Prompt cache on.** An RLM resends its whole history every turn; llama.cpp keeps the KV cache
   of the longest common prefix, so a turn only pays for its new tokens. A small RAM cache of
   slot states also brings a root's prefix back after a sub-call with another prompt evicted it.
+* **Streamed when someone watches.** With :class:`~recursor.lm.base.CallHints` carrying
+  ``on_delta``, the reply comes through xllamacpp's per-chunk callback, each piece handed on as
+  llama.cpp samples it; the callback answering "stop" (the listener raised because the run was
+  stopped) ends generation at the next token, freeing the slot for the next call.
+* **Cached tokens reported.** llama.cpp says how much of the prompt it found in the slot
+  (``prompt_tokens_details.cached_tokens``, else ``timings.cache_n``); usage carries it as
+  ``cached_input_tokens`` (free like the rest), so a session can see its prefix was reused.
 * **Quiet.** llama.cpp logs to stderr by default; ``verbosity = -1`` turns all of it off.
 * **Loopback only, key-locked.** xllamacpp always starts llama.cpp's HTTP server (on 127.0.0.1,
   a random port). We call it in-process and never use that port, so it gets a random API key
@@ -32,13 +39,14 @@ import importlib.util
 import os
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypedDict, Unpack, cast
 
+from recursor._threads import in_daemon_thread
 from recursor.errors import BadResponseError, ConfigurationError, ContextWindowExceeded, LMError
-from recursor.lm.base import Completion, LMProfile, Message, SyncLM
+from recursor.lm.base import CallHints, Completion, LMProfile, Message, SyncLM
 from recursor.lm.gguf_store import DEFAULT_EMBEDDED_MODEL, EMBEDDED_MODELS, ensure_model
 from recursor.usage import Pricing, Usage, estimate_message_tokens, estimate_tokens
 
@@ -99,8 +107,14 @@ class RuntimeConfig:
 # xllamacpp ships no type information; everything untyped stays in this section.
 
 
+#: called with each chunk of a streamed reply (or the error body); True stops the generation
+_ChunkCallback = Callable[[dict[str, Any]], bool]
+
+
 class _ChatServer(Protocol):
-    def handle_chat_completions(self, request: dict[str, Any]) -> dict[str, Any]: ...
+    def handle_chat_completions(
+        self, request: dict[str, Any], callback: _ChunkCallback | None = None
+    ) -> dict[str, Any] | None: ...
 
 
 def _runtime_missing(detail: str) -> ConfigurationError:
@@ -158,7 +172,13 @@ class _Runtime:
 
     def chat(self, request: dict[str, Any]) -> Mapping[str, Any]:
         with self._lock:
-            return self._server.handle_chat_completions(request)
+            response = self._server.handle_chat_completions(request)
+        return response if response is not None else {}
+
+    def stream(self, request: dict[str, Any], callback: _ChunkCallback) -> None:
+        """Run a streamed ``request``, ``callback`` on each chunk, on this thread."""
+        with self._lock:
+            self._server.handle_chat_completions(request, callback)
 
 
 _RUNTIMES: dict[RuntimeConfig, _Runtime] = {}
@@ -204,6 +224,59 @@ def unload_all() -> None:
 
 def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _cached_tokens(response: Mapping[str, Any], prompt_tokens: int | None) -> int:
+    """The prompt tokens llama.cpp took from the slot's KV cache (0 when it does not say)."""
+    details = response.get("usage") or {}
+    details = details.get("prompt_tokens_details") if isinstance(details, Mapping) else None
+    cached = _int(details.get("cached_tokens")) if isinstance(details, Mapping) else None
+    if cached is None:  # older llama.cpp builds report it only in their timings
+        timings = response.get("timings")
+        cached = _int(timings.get("cache_n")) if isinstance(timings, Mapping) else None
+    if cached is None or prompt_tokens is None or not 0 <= cached <= prompt_tokens:
+        return 0
+    return cached
+
+
+class _Streamed:
+    """A streamed reply put back together from llama.cpp's chunks, each piece passed on.
+
+    It is xllamacpp's callback: returning True stops the generation. It never raises into
+    xllamacpp (which would swallow the error); what went wrong is kept and raised afterwards.
+    """
+
+    def __init__(self, on_delta: Callable[[str], None]) -> None:
+        self.on_delta = on_delta
+        self.parts: list[str] = []
+        self.finish: str | None = None
+        #: the chunk carrying usage and timings (the last one), or an error body
+        self.tail: Mapping[str, Any] = {}
+        self.error: Mapping[str, Any] | None = None
+        self.raised: BaseException | None = None
+
+    def __call__(self, chunk: dict[str, Any]) -> bool:
+        if not isinstance(chunk, Mapping) or "choices" not in chunk:
+            self.error = chunk if isinstance(chunk, Mapping) else {"message": repr(chunk)}
+            return True
+        if "usage" in chunk or "timings" in chunk:
+            self.tail = chunk
+        for choice in chunk["choices"] or []:
+            if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta")
+            piece = delta.get("content") if isinstance(delta, Mapping) else None
+            if isinstance(piece, str) and piece:
+                self.parts.append(piece)
+                try:
+                    self.on_delta(piece)
+                except BaseException as exc:  # the run was stopped: stop generating now
+                    self.raised = exc
+                    return True
+            reason = choice.get("finish_reason")
+            if isinstance(reason, str):
+                self.finish = reason
+        return False
 
 
 class LocalLM(SyncLM):
@@ -253,6 +326,7 @@ class LocalLM(SyncLM):
             cache_params=params,
             # a small model on a CPU reads a long prompt slowly and follows it worse
             prompt_style="compact",
+            streams=True,
         )
 
     def load(self) -> None:
@@ -291,6 +365,25 @@ class LocalLM(SyncLM):
         response = self._loaded().chat(self.request(messages))
         return self.parse(response, messages)
 
+    def complete_with(self, messages: list[Message], hints: CallHints) -> Completion:
+        """:meth:`complete`, streamed to ``hints.on_delta`` when given. ``hints.cache_key`` is
+        not needed: the one slot keeps the last prompt's prefix whoever sent it."""
+        if hints.on_delta is None:
+            return self.complete(messages)
+        streamed = _Streamed(hints.on_delta)
+        request = {**self.request(messages), "stream": True}
+        request["stream_options"] = {"include_usage": True}
+        self._loaded().stream(request, streamed)
+        if streamed.raised is not None:
+            raise streamed.raised
+        if streamed.error is not None:
+            raise self._error(streamed.error)
+        text = "".join(streamed.parts)
+        return Completion(text, self._usage(streamed.tail, messages, text), streamed.finish)
+
+    async def acomplete_with(self, messages: list[Message], hints: CallHints) -> Completion:
+        return await in_daemon_thread(self.complete_with, messages, hints)
+
     def parse(self, response: Mapping[str, Any], messages: list[Message]) -> Completion:
         """The :class:`Completion` for llama.cpp's ``response``, or the mapped error."""
         if "choices" not in response:
@@ -304,18 +397,23 @@ class LocalLM(SyncLM):
             text = ""
         if not isinstance(text, str):
             raise BadResponseError(f"{self.name}: content is {type(text).__name__}, not str")
-        counts = response.get("usage") or {}
+        reason = choice.get("finish_reason")
+        usage = self._usage(response, messages, text)
+        return Completion(text, usage, reason if isinstance(reason, str) else None)
+
+    def _usage(self, response: Mapping[str, Any], messages: list[Message], text: str) -> Usage:
+        counts = response.get("usage")
+        counts = counts if isinstance(counts, Mapping) else {}
         prompt_tokens = _int(counts.get("prompt_tokens"))
         output_tokens = _int(counts.get("completion_tokens"))
         estimated = prompt_tokens is None or output_tokens is None
-        usage = Usage.of_call(
+        return Usage.of_call(
             estimate_message_tokens(messages) if prompt_tokens is None else prompt_tokens,
             estimate_tokens(text) if output_tokens is None else output_tokens,
             PRICING,
             estimated=estimated,
+            cache=(0 if estimated else _cached_tokens(response, prompt_tokens), 0),
         )
-        reason = choice.get("finish_reason")
-        return Completion(text, usage, reason if isinstance(reason, str) else None)
 
     def _error(self, response: Mapping[str, Any]) -> LMError:
         # Errors come back as llama.cpp's HTTP error body, {"error": {code, type, message}};

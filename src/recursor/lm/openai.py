@@ -13,6 +13,7 @@ Install with ``pip install "recursor[openai]"``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Unpack
 
 import httpx2  # the openai SDK's HTTP library since 3.0
@@ -28,8 +29,8 @@ from recursor.lm._remote import (
     call_usage,
     int_or_none,
 )
-from recursor.lm.base import Completion, Message
-from recursor.usage import Pricing
+from recursor.lm.base import CallHints, Completion, Message
+from recursor.usage import Pricing, Usage
 
 __all__ = [
     "OPENAI_ERRORS",
@@ -78,16 +79,57 @@ def parse_chat_completion(
         refusal = getattr(getattr(choice, "message", None), "refusal", None)
         why = f"refused: {refusal}" if refusal else f"finish_reason={finish_reason!r}"
         raise BadResponseError(f"{lm_name}: the reply has no text content ({why})")
-    usage = getattr(response, "usage", None)
+    reason = finish_reason if isinstance(finish_reason, str) else None
+    return Completion(
+        text, _usage(messages, text, getattr(response, "usage", None), pricing), reason
+    )
+
+
+def _usage(messages: list[Message], text: str, usage: Any, pricing: Pricing | None) -> Usage:
+    """The call's usage from a chat-completions ``usage`` object (a response's or a stream's
+    last chunk's), cached prompt tokens apart; estimated when the server sent none."""
     input_tokens = int_or_none(getattr(usage, "prompt_tokens", None))
     output_tokens = int_or_none(getattr(usage, "completion_tokens", None))
     if not input_tokens:
         # No real prompt is 0 tokens: a zero means "not counted" (litellm fills in zeros for a
         # server that sent no usage), so both counts are estimated instead.
         input_tokens = output_tokens = None
-    usage_of_call = call_usage(messages, text, input_tokens, output_tokens, pricing)
-    reason = finish_reason if isinstance(finish_reason, str) else None
-    return Completion(text, usage_of_call, reason)
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = int_or_none(getattr(details, "cached_tokens", None)) or 0
+    if input_tokens is None or not 0 <= cached <= input_tokens:
+        cached = 0
+    return call_usage(messages, text, (input_tokens, output_tokens), pricing, (cached, 0))
+
+
+class _Chunks:
+    """A streamed chat completion put back together, piece by piece."""
+
+    def __init__(self, on_delta: Callable[[str], None]) -> None:
+        self.on_delta = on_delta
+        self.parts: list[str] = []
+        self.finish: str | None = None
+        self.usage: Any = None
+
+    def add(self, chunk: Any) -> None:
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = usage
+        for choice in getattr(chunk, "choices", None) or []:
+            if getattr(choice, "index", 0) != 0:
+                continue
+            piece = getattr(getattr(choice, "delta", None), "content", None)
+            if isinstance(piece, str) and piece:
+                self.parts.append(piece)
+                self.on_delta(piece)
+            reason = getattr(choice, "finish_reason", None)
+            if isinstance(reason, str):
+                self.finish = reason
+
+    def completion(
+        self, lm_name: str, messages: list[Message], pricing: Pricing | None
+    ) -> Completion:
+        text = "".join(self.parts)
+        return Completion(text, _usage(messages, text, self.usage, pricing), self.finish)
 
 
 class OpenAILM(SDKClientLM[openai.OpenAI, openai.AsyncOpenAI]):
@@ -101,6 +143,7 @@ class OpenAILM(SDKClientLM[openai.OpenAI, openai.AsyncOpenAI]):
     key_env = "OPENAI_API_KEY"
     base_url_env = "OPENAI_BASE_URL"
     errors = OPENAI_ERRORS
+    can_stream = True
 
     def _new_sync_client(self, kwargs: dict[str, Any]) -> openai.OpenAI:
         return openai.OpenAI(**kwargs)
@@ -131,6 +174,37 @@ class OpenAILM(SDKClientLM[openai.OpenAI, openai.AsyncOpenAI]):
 
     def _parse(self, messages: list[Message], response: Any) -> Completion:
         return parse_chat_completion(self.name, messages, response, self.pricing)
+
+    def _hinted(self, request: dict[str, Any], hints: CallHints) -> dict[str, Any]:
+        if self.options.prompt_cache and hints.cache_key is not None:
+            # routes a run's calls to the same cache shard: its growing prefix is then a hit
+            return {**request, "prompt_cache_key": hints.cache_key}
+        return request
+
+    def _stream(
+        self, messages: list[Message], request: dict[str, Any], on_delta: Callable[[str], None]
+    ) -> Completion:
+        chunks = _Chunks(on_delta)
+        stream = self._clients.sync().chat.completions.create(**request, **_STREAMED)
+        with stream:  # closes the response even when on_delta raises (the run was stopped)
+            for chunk in stream:
+                chunks.add(chunk)
+        return chunks.completion(self.name, messages, self.pricing)
+
+    async def _astream(
+        self, messages: list[Message], request: dict[str, Any], on_delta: Callable[[str], None]
+    ) -> Completion:
+        chunks = _Chunks(on_delta)
+        client = await self._clients.async_()
+        stream = await client.chat.completions.create(**request, **_STREAMED)
+        async with stream:
+            async for chunk in stream:
+                chunks.add(chunk)
+        return chunks.completion(self.name, messages, self.pricing)
+
+
+#: a streamed request that still reports usage (in a last chunk without choices)
+_STREAMED: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
 
 
 def create(model: str, **kw: Unpack[RemoteKwargs]) -> OpenAILM:

@@ -2,9 +2,13 @@
 
 Prices are USD per million tokens at the providers' standard (non-batch, non-priority) rates,
 as published by OpenAI and Anthropic and cross-checked against the table that ships with
-litellm 1.106. Long-context surcharges (e.g. Sonnet above 200k input tokens) and prompt-cache
-discounts are left out: the table prices every input token at the base rate, which is what our
-backends send (they use no prompt caching).
+litellm 1.106. Long-context surcharges (e.g. Sonnet above 200k input tokens) are left out.
+
+Prompt caching: tokens read from a provider's cache are billed at a fraction of the input rate,
+and Anthropic bills tokens written into it (5-minute cache) at 1.25x; :func:`lookup` fills
+these in (``Pricing.cached_input_per_mtok``, ``cache_write_per_mtok``) from the ratios below,
+the providers' published ones (cross-checked with litellm 1.110's table). A model whose cached
+rate is not known gets ``None`` there: its cached tokens are billed at the full rate.
 
 An unknown model gets ``None``, never 0: a cost we do not know must not look free
 (see :mod:`recursor.usage`). Model names are matched exactly first, then with a dated suffix
@@ -18,6 +22,7 @@ the rest being reserved for output), which is what a caller fitting a prompt nee
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import TypeVar
 
 from recursor.usage import Pricing
@@ -156,9 +161,50 @@ def _find(table: dict[str, dict[str, _T]], provider: str, model: str) -> _T | No
     return None
 
 
+#: cached-input rate as a fraction of the input rate, by OpenAI model family (longest prefix
+#: wins); families not listed (gpt-4-turbo, gpt-3.5, the -pro models) get no discount
+_OPENAI_CACHED = {
+    "gpt-5": 0.1,
+    "gpt-5-pro": None,
+    "gpt-4.1": 0.25,
+    "gpt-4o": 0.5,
+    "chatgpt-4o": None,
+    "o1": 0.5,
+    "o1-pro": None,
+    "o1-mini": 0.5,
+    "o3": 0.25,
+    "o3-pro": None,
+    "o3-mini": 0.5,
+    "o4-mini": 0.25,
+}
+#: Anthropic: cache reads at 0.1x the input rate, 5-minute cache writes at 1.25x
+_ANTHROPIC_READ, _ANTHROPIC_WRITE = 0.1, 1.25
+
+
+def _with_cache_rates(provider: str, model: str, price: Pricing) -> Pricing:
+    rate = price.input_per_mtok
+    if provider == "anthropic":
+        return replace(
+            price,
+            cached_input_per_mtok=rate * _ANTHROPIC_READ,
+            cache_write_per_mtok=rate * _ANTHROPIC_WRITE,
+        )
+    if provider == "openai":
+        name = _candidates(provider, model)[-1]
+        family = max((k for k in _OPENAI_CACHED if name.startswith(k)), key=len, default=None)
+        ratio = None if family is None else _OPENAI_CACHED[family]
+        if ratio is not None:
+            return replace(price, cached_input_per_mtok=rate * ratio)
+    return price
+
+
 def lookup(provider: str, model: str) -> Pricing | None:
-    """The list price of ``provider``'s ``model``, or ``None`` when we do not know it."""
-    return _find(_PRICES, provider, model)
+    """The list price of ``provider``'s ``model`` (with its prompt-cache rates when known),
+    or ``None`` when we do not know it."""
+    price = _find(_PRICES, provider, model)
+    if price is None:
+        return None
+    return _with_cache_rates(provider.lower(), model, price)
 
 
 def context_window(provider: str, model: str) -> int | None:

@@ -18,13 +18,13 @@ its name, that is
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from recursor.lm import pricing as price_table
-from recursor.lm.base import ChatModel, LMProfile
+from recursor.lm.base import ChatModel, LMProfile, StreamingLM
 from recursor.usage import Pricing
 
-__all__ = ["LMProfile", "default_profile", "profile_of", "remote_profile"]
+__all__ = ["LMProfile", "default_profile", "profile_of", "remote_profile", "streaming_of"]
 
 
 def default_profile(name: str) -> LMProfile:
@@ -46,6 +46,11 @@ def profile_of(lm: ChatModel) -> LMProfile:
     if isinstance(declared, LMProfile):
         return declared
     return default_profile(lm.name)
+
+
+def streaming_of(lm: ChatModel) -> StreamingLM | None:
+    """``lm`` as a :class:`~recursor.lm.base.StreamingLM` when its profile declares it."""
+    return cast(StreamingLM, lm) if profile_of(lm).streams else None
 
 
 class CallParams(Protocol):

@@ -9,12 +9,14 @@ network::
         lm.complete([{"role": "user", "content": "hello"}])   # one 429, an SDK retry, then "hi"
         srv.requests[-1].headers["authorization"]              # "Bearer k"
 
-Routes: ``POST .../chat/completions`` (OpenAI) and ``POST .../messages`` (Anthropic), both
-non-streaming JSON. The handler sees the chat in one shape for both: a list of
-``{"role", "content"}`` with Anthropic's ``system`` parameter as a leading system message.
-It returns the reply text, a :class:`StubReply` for anything unusual (thinking blocks, no
-content, a raw body), or raises :class:`StubError` to answer with an HTTP error in the
-provider's format.
+Routes: ``POST .../chat/completions`` (OpenAI) and ``POST .../messages`` (Anthropic), JSON,
+or server-sent events when the body asks for ``"stream": true`` (the reply is sent a word at a
+time, ``stream_delay`` seconds apart). Usage reports prompt-cache hits the way each provider
+does, from a small model of its cache (:mod:`recursor.lm.stub_cache`). The handler sees the
+chat in one shape for both: a list of ``{"role", "content"}`` with Anthropic's ``system``
+parameter as a leading system message. It returns the reply text, a :class:`StubReply` for
+anything unusual (thinking blocks, no content, a raw body), or raises :class:`StubError` to
+answer with an HTTP error in the provider's format.
 
 Stdlib only (``ThreadingHTTPServer``): a thread per connection, HTTP/1.1 keep-alive so the
 SDKs' connection pools are reused, and no lock held while a reply is delayed, so concurrent
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 from collections.abc import Callable
@@ -32,7 +35,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypedDict, Unpack
 
-from recursor.usage import estimate_message_tokens, estimate_tokens
+from recursor.lm.stub_cache import PromptCache, anthropic_marks
+from recursor.usage import estimate_tokens
 
 __all__ = ["RecordedRequest", "StubError", "StubReply", "StubScript", "StubServer"]
 
@@ -98,6 +102,8 @@ class StubScript:
     hang: bool = False
     #: keep every request in ``StubServer.requests``
     record: bool = True
+    #: seconds between the pieces of a streamed reply
+    stream_delay: float = 0.0
 
 
 class StubBehaviour(TypedDict, total=False):
@@ -110,6 +116,7 @@ class StubBehaviour(TypedDict, total=False):
     omit_usage: bool
     hang: bool
     record: bool
+    stream_delay: float
 
 
 @dataclass(slots=True)
@@ -120,6 +127,7 @@ class _State:
     seen: int = 0
     requests: list[RecordedRequest] = field(default_factory=list)
     connections: set[socket.socket] = field(default_factory=set)
+    cache: PromptCache = field(default_factory=PromptCache)
 
 
 class StubServer:
@@ -289,13 +297,54 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, reply.raw)
             return
         if reply.usage is not None:
-            tokens = reply.usage
+            usage: _Usage | None = _Usage(*reply.usage)
         else:
-            tokens = (estimate_message_tokens(chat), estimate_tokens(reply.text or ""))
-        usage = None if script.omit_usage else tokens
+            cache = self.server.state.cache
+            if anthropic:
+                counts = cache.anthropic(chat, anthropic_marks(body))
+            else:
+                key = body.get("prompt_cache_key")
+                counts = cache.openai(chat, key if isinstance(key, str) else None)
+            usage = _Usage(counts.total, estimate_tokens(reply.text or ""), counts.read)
+            usage.written = counts.written
+        if script.omit_usage:
+            usage = None
         model = str(body.get("model", "stub"))
+        if body.get("stream") is True:
+            pieces = re.findall(r"\s*\S+\s*", reply.text or "") or [reply.text or ""]
+            if anthropic:
+                events = _anthropic_events(model, reply, usage, pieces)
+            else:
+                options = body.get("stream_options")
+                with_usage = isinstance(options, dict) and options.get("include_usage") is True
+                events = _openai_events(model, reply, usage if with_usage else None, pieces)
+            self._stream(events, script.stream_delay)
+            return
         make = _anthropic_body if anthropic else _openai_body
         self._send(200, make(model, reply, usage))
+
+    def _stream(self, events: list[tuple[str, dict[str, Any] | None]], delay: float) -> None:
+        """The reply as server-sent events, in HTTP/1.1 chunks (the connection stays open)."""
+        stopping = self.server.state.stopping
+        try:
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            for i, (name, payload) in enumerate(events):
+                paced = i and delay > 0 and name in ("", "content_block_delta")
+                if paced and stopping.wait(delay):
+                    self.close_connection = True
+                    return
+                data = f"data: {json.dumps(payload) if payload is not None else '[DONE]'}\n\n"
+                if name:
+                    data = f"event: {name}\n{data}"
+                raw = data.encode()
+                self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True  # the client left mid-stream
 
     def _send(self, status: int, payload: object, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
@@ -339,7 +388,100 @@ def _anthropic_chat(body: dict[str, Any]) -> Chat:
     return chat
 
 
-def _openai_body(model: str, reply: StubReply, usage: tuple[int, int] | None) -> dict[str, Any]:
+@dataclass(slots=True)
+class _Usage:
+    """Prompt and reply tokens; ``read``/``written``: prompt tokens read from / written to the
+    prompt cache (parts of ``prompt``)."""
+
+    prompt: int
+    completion: int
+    read: int = 0
+    written: int = 0
+
+    def openai(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion,
+            "total_tokens": self.prompt + self.completion,
+            "prompt_tokens_details": {"cached_tokens": self.read},
+        }
+
+    def anthropic(self) -> dict[str, Any]:
+        # Anthropic's input_tokens leaves out what was read from or written to the cache
+        return {
+            "input_tokens": self.prompt - self.read - self.written,
+            "output_tokens": self.completion,
+            "cache_read_input_tokens": self.read,
+            "cache_creation_input_tokens": self.written,
+        }
+
+
+def _openai_events(
+    model: str, reply: StubReply, usage: _Usage | None, pieces: list[str]
+) -> list[tuple[str, dict[str, Any] | None]]:
+    def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-stub",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    events: list[tuple[str, dict[str, Any] | None]] = [("", chunk({"role": "assistant"}, None))]
+    events += [("", chunk({"content": piece}, None)) for piece in pieces]
+    events.append(("", chunk({}, reply.finish_reason)))
+    if usage is not None:
+        last = chunk({}, None)
+        last["choices"] = []
+        last["usage"] = usage.openai()
+        events.append(("", last))
+    events.append(("", None))
+    return events
+
+
+def _anthropic_events(
+    model: str, reply: StubReply, usage: _Usage | None, pieces: list[str]
+) -> list[tuple[str, dict[str, Any] | None]]:
+    counts = usage.anthropic() if usage is not None else {"input_tokens": 0, "output_tokens": 0}
+    start = {**_anthropic_body(model, StubReply(text=None), None), "content": []}
+    start["stop_reason"] = None
+    start["usage"] = {**counts, "output_tokens": 0}
+    events: list[tuple[str, dict[str, Any] | None]] = [
+        ("message_start", {"type": "message_start", "message": start}),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+    ]
+    events += [
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}},
+        )
+        for p in pieces
+    ]
+    stop = _ANTHROPIC_STOP.get(reply.finish_reason, reply.finish_reason)
+    events += [
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": counts["output_tokens"]},
+            },
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return events
+
+
+def _openai_body(model: str, reply: StubReply, usage: _Usage | None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": "chatcmpl-stub",
         "object": "chat.completion",
@@ -354,18 +496,14 @@ def _openai_body(model: str, reply: StubReply, usage: tuple[int, int] | None) ->
         ],
     }
     if usage is not None:
-        body["usage"] = {
-            "prompt_tokens": usage[0],
-            "completion_tokens": usage[1],
-            "total_tokens": usage[0] + usage[1],
-        }
+        body["usage"] = usage.openai()
     return body
 
 
 _ANTHROPIC_STOP = {"stop": "end_turn", "length": "max_tokens"}
 
 
-def _anthropic_body(model: str, reply: StubReply, usage: tuple[int, int] | None) -> dict[str, Any]:
+def _anthropic_body(model: str, reply: StubReply, usage: _Usage | None) -> dict[str, Any]:
     if reply.blocks is not None:
         blocks = reply.blocks
     else:
@@ -380,7 +518,7 @@ def _anthropic_body(model: str, reply: StubReply, usage: tuple[int, int] | None)
         "stop_sequence": None,
     }
     if usage is not None:
-        body["usage"] = {"input_tokens": usage[0], "output_tokens": usage[1]}
+        body["usage"] = usage.anthropic()
     return body
 
 

@@ -50,11 +50,14 @@ def system_prompt(meta: ContextMeta, s: PromptSettings) -> str:
     }
     if s.style == "compact":
         listed = template("compact_functions_llm" if s.llm else "compact_functions_none", v)
+        functions = listed.substitute(common)
+        if s.llm:
+            functions += "\n" + template("compact_functions_background", v).template.rstrip()
         return (
             template("compact_system", v)
             .substitute(
                 common,
-                functions=listed.substitute(common),
+                functions=functions,
                 max_output_chars=f"{s.max_output_chars:,}",
             )
             .replace("\n\n- `FINAL_VAR", "\n- `FINAL_VAR")
@@ -64,6 +67,7 @@ def system_prompt(meta: ContextMeta, s: PromptSettings) -> str:
         rlm = {"child": "functions_rlm", "plain": "functions_rlm_plain"}.get(s.rlm)
         if rlm:
             functions += "\n" + template(rlm, v).substitute(common)
+        functions += "\n" + template("functions_background", v).template.rstrip()
         strategy = template("strategy_llm", v).substitute(common)
         example = template("example_llm", v).template
     else:

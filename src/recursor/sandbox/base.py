@@ -78,6 +78,44 @@ class SubcallResponse:
 SubcallHandler = Callable[[SubcallRequest], SubcallResponse]
 
 
+@dataclass(frozen=True, slots=True)
+class BackgroundRequest:
+    """From model code, about sub-calls that run in the background (``llm_query_async``...).
+
+    ``start``: run ``request``, one handle per prompt, and answer at once. ``wait``: the state
+    of ``handles`` after waiting up to ``timeout`` seconds (0: just look; None: no bound) for
+    all of them, or for the first one when ``first``."""
+
+    op: Literal["start", "wait"]
+    request: SubcallRequest | None = None
+    handles: list[int] = field(default_factory=list)
+    timeout: float | None = 0.0
+    first: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BackgroundStatus:
+    """The handles of a request, in order, with what is known of each (parallel lists)."""
+
+    handles: list[int]
+    done: list[bool]
+    results: list[str | None]
+    errors: list[str | None]
+    error_types: list[str | None]
+    #: the request itself was refused (an unknown handle, too many handles): why, and the
+    #: recursor.errors class the REPL raises
+    refused: str | None = None
+    refused_type: str | None = None
+
+    @classmethod
+    def refusal(cls, message: str, error_type: str) -> BackgroundStatus:
+        return cls([], [], [], [], [], message, error_type)
+
+
+#: serves background sub-calls for a session; called on a host thread, may block (``wait``)
+BackgroundHandler = Callable[[BackgroundRequest], BackgroundStatus]
+
+
 @dataclass(slots=True)
 class CellResult:
     """What one cell did, with output already cut to the budget it was given."""
@@ -118,6 +156,8 @@ class SessionSpec:
     handler: SubcallHandler
     #: the depth of the RLM that owns this REPL (0 for the root)
     depth: int = 0
+    #: serves ``llm_query_async`` and the other background functions (None: not offered)
+    background: BackgroundHandler | None = None
 
 
 class Session(Protocol):

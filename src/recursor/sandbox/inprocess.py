@@ -29,14 +29,24 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 from recursor._cancel import POLL_S, Cancel, current, scope
 from recursor.context import ContextMeta, describe
 from recursor.errors import ConfigurationError
-from recursor.sandbox.base import CellResult, SessionSpec, SubcallRequest, SubcallResponse
+from recursor.sandbox.base import (
+    BackgroundRequest,
+    BackgroundStatus,
+    CellResult,
+    SessionSpec,
+    SubcallRequest,
+    SubcallResponse,
+)
 from recursor.sandbox.repl import CellInterrupted, Repl
+
+T = TypeVar("T")
 
 #: environment variable names that hold a provider key or another credential
 _KEY_NAME = re.compile(r"(_API_KEY|_TOKEN)$|_SECRET", re.IGNORECASE)
@@ -96,9 +106,9 @@ class InProcessSession:
         value, bad = spec.context.value()
         self._meta = describe(value, decode_errors=bad, source=spec.context.source)
         self._value = value
-        self._repl = Repl(value, self._call_host, own_process=False)
         #: values bound with :meth:`bind`, bound again in a fresh namespace
         self._bound: dict[str, Any] = {}
+        self._repl = self._new_repl()
         #: the scope of the cell running (or last run): sub-calls are made under it
         self._cell = Cancel()
 
@@ -106,16 +116,31 @@ class InProcessSession:
     def meta(self) -> ContextMeta:
         return self._meta
 
+    def _new_repl(self) -> Repl:
+        background = self._call_background if self._spec.background is not None else None
+        repl = Repl(self._value, self._call_host, own_process=False, call_background=background)
+        for name, value in self._bound.items():  # bound values outlive a restart, as context does
+            repl.bind(name, value)
+        return repl
+
     def _call_host(self, request: SubcallRequest) -> SubcallResponse:
-        """Serve a sub-call on another thread and wait in short slices, so that an interrupt
-        raised into the cell's thread is delivered even while the sub-call hangs."""
-        fut: Future[SubcallResponse] = Future()
+        return self._off_thread(lambda: self._spec.handler(request))
+
+    def _call_background(self, request: BackgroundRequest) -> BackgroundStatus:
+        handler = self._spec.background
+        assert handler is not None
+        return self._off_thread(lambda: handler(request))
+
+    def _off_thread(self, call: Callable[[], T]) -> T:
+        """Serve a request on another thread and wait in short slices, so that an interrupt
+        raised into the cell's thread is delivered even while the request hangs."""
+        fut: Future[T] = Future()
         cell = self._cell
 
         def work() -> None:
             try:
                 with scope(cell):
-                    fut.set_result(self._spec.handler(request))
+                    fut.set_result(call())
             except BaseException as exc:
                 fut.set_exception(exc)
 
@@ -153,9 +178,7 @@ class InProcessSession:
             box[0].timed_out = True
             return box[0]
         # The cell ignores interrupts: abandon its thread and start over with a clean namespace.
-        self._repl = Repl(self._value, self._call_host, own_process=False)
-        for name, value in self._bound.items():  # bound values outlive a restart, as context does
-            self._repl.bind(name, value)
+        self._repl = self._new_repl()
         return CellResult(
             error="the cell ran past its time limit and did not stop when interrupted; it was "
             "abandoned and a new REPL was started: `context` is there again, but every variable, "

@@ -18,7 +18,15 @@ from typing import Any, TextIO
 
 from recursor import errors
 from recursor.protocol import CappedText, clip, share
-from recursor.sandbox.base import CellResult, SubcallHandler, SubcallRequest, SubcallResponse
+from recursor.sandbox.base import (
+    BackgroundHandler,
+    BackgroundRequest,
+    BackgroundStatus,
+    CellResult,
+    SubcallHandler,
+    SubcallRequest,
+    SubcallResponse,
+)
 
 #: names the system prompt advertises; restored after any cell that rebinds them
 RESERVED = (
@@ -31,6 +39,14 @@ RESERVED = (
     "FINAL",
     "FINAL_VAR",
     "answer",
+)
+#: the background functions, offered when the environment serves them (also protected)
+BACKGROUND_NAMES = (
+    "llm_query_async",
+    "llm_query_batched_async",
+    "rlm_query_async",
+    "wait",
+    "as_completed",
 )
 
 
@@ -131,11 +147,57 @@ def _cell_traceback(exc: BaseException) -> str:
     return "".join(shown.format())
 
 
+class Handle:
+    """A sub-call running in the background; what ``llm_query_async`` returns.
+
+    ``done()`` says whether it has finished (asking the host); ``result(timeout=None)`` waits
+    for it and returns the answer, or raises the sub-call's error (TimeoutError if ``timeout``
+    seconds pass first)."""
+
+    __slots__ = ("_known", "_repl", "id")
+
+    def __init__(self, repl: Repl, ident: int) -> None:
+        self.id = ident
+        self._repl = repl
+        self._known: tuple[str | None, str | None, str | None] | None = None
+
+    def _learn(self, status: BackgroundStatus, i: int) -> None:
+        if status.done[i]:
+            self._known = (status.results[i], status.errors[i], status.error_types[i])
+
+    def done(self) -> bool:
+        if self._known is None:
+            self._repl._poll([self], 0.0, first=False)
+        return self._known is not None
+
+    def result(self, timeout: float | None = None) -> str:
+        if self._known is None:
+            self._repl._poll([self], timeout, first=False)
+        if self._known is None:
+            raise TimeoutError(f"background call #{self.id} is still running")
+        reply, error, error_type = self._known
+        if error is not None:
+            self._repl._raise(error, error_type)
+        return reply or ""
+
+    def __repr__(self) -> str:
+        state = "pending" if self._known is None else "done"
+        return f"<background call #{self.id} {state}>"
+
+
 class Repl:
     """A persistent namespace with ``context`` and the sub-call functions bound in."""
 
-    def __init__(self, context: Any, call_host: SubcallHandler, *, own_process: bool) -> None:
+    def __init__(
+        self,
+        context: Any,
+        call_host: SubcallHandler,
+        *,
+        own_process: bool,
+        call_background: BackgroundHandler | None = None,
+    ) -> None:
         self._call_host = call_host
+        self._call_background = call_background
         self._own_process = own_process
         self._final: str | None = None
         self._cells = 0
@@ -151,6 +213,16 @@ class Repl:
             "FINAL": self._final_value,
             "FINAL_VAR": self._final_var,
         }
+        if call_background is not None:
+            self._reserved.update(
+                {
+                    "llm_query_async": self._llm_query_async,
+                    "llm_query_batched_async": self._llm_query_batched_async,
+                    "rlm_query_async": self._rlm_query_async,
+                    "wait": self._wait,
+                    "as_completed": self._as_completed,
+                }
+            )
         self.ns.update(self._reserved)
         self.ns["answer"] = {"content": None, "ready": False}
         self.ns["input"] = _no_input
@@ -204,12 +276,81 @@ class Repl:
             raise ValueError(f"rlm_query_batched: {len(ps)} prompts but {len(cs)} contexts")
         return self._many(SubcallRequest("rlm", ps, True, None, cs))
 
+    # -- background calls ---------------------------------------------------------------------
+    def _background(self, request: BackgroundRequest) -> BackgroundStatus:
+        assert self._call_background is not None
+        status = self._call_background(request)
+        if status.refused is not None:
+            self._raise(status.refused, status.refused_type)
+        return status
+
+    def _start(self, request: SubcallRequest) -> list[Handle]:
+        status = self._background(BackgroundRequest("start", request))
+        handles = [Handle(self, h) for h in status.handles]
+        for i, handle in enumerate(handles):
+            handle._learn(status, i)
+        return handles
+
+    def _poll(self, handles: list[Handle], timeout: float | None, *, first: bool) -> None:
+        ask = [h for h in handles if h._known is None]
+        if not ask:
+            return
+        status = self._background(
+            BackgroundRequest("wait", None, [h.id for h in ask], timeout, first)
+        )
+        for i, handle in enumerate(ask):
+            handle._learn(status, i)
+
+    @staticmethod
+    def _handles(handles: Any) -> list[Handle]:
+        items = [handles] if isinstance(handles, Handle) else list(handles)
+        if not all(isinstance(h, Handle) for h in items):
+            raise TypeError("expected background handles (what llm_query_async returns)")
+        return items
+
+    def _llm_query_async(self, prompt: Any, model: str | None = None) -> Handle:
+        return self._start(SubcallRequest("llm", [str(prompt)], False, model))[0]
+
+    def _llm_query_batched_async(self, prompts: Any, model: str | None = None) -> list[Handle]:
+        ps = self._prompts(prompts)
+        return self._start(SubcallRequest("llm", ps, True, model)) if ps else []
+
+    def _rlm_query_async(self, prompt: Any, context: Any = None) -> Handle:
+        return self._start(SubcallRequest("rlm", [str(prompt)], False, None, [context]))[0]
+
+    def _wait(
+        self, handles: Any, timeout: float | None = None
+    ) -> tuple[list[Handle], list[Handle]]:
+        """``(done, pending)`` once all are done or ``timeout`` seconds passed."""
+        items = self._handles(handles)
+        self._poll(items, timeout, first=False)
+        return [h for h in items if h._known is not None], [h for h in items if h._known is None]
+
+    def _as_completed(self, handles: Any, timeout: float | None = None) -> Iterator[Handle]:
+        """The handles in the order they finish (TimeoutError after ``timeout`` seconds)."""
+        pending = self._handles(handles)
+        until = None if timeout is None else time.monotonic() + timeout
+        while pending:
+            done = [h for h in pending if h._known is not None]
+            if not done:
+                left = None if until is None else until - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"{len(pending)} background calls still running")
+                self._poll(pending, left, first=True)
+                continue
+            for h in done:
+                pending.remove(h)
+                yield h
+
     def _show_vars(self) -> None:
         rows = []
         for name, value in self.ns.items():
-            if name.startswith("_") or name in RESERVED or name in self._reserved:
-                continue
-            if name == "input":
+            if (
+                name.startswith("_")
+                or name in self._reserved
+                or name in RESERVED
+                or name == "input"
+            ):
                 continue
             if type(value).__name__ in ("module", "function", "type", "builtin_function_or_method"):
                 continue

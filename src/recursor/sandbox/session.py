@@ -19,6 +19,7 @@ to exist is the :class:`WorkerSource`'s business (an environment: a launcher, a 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import queue
 import subprocess
@@ -30,7 +31,13 @@ from recursor._cancel import POLL_S, Cancel, current, scope
 from recursor.context import ContextMeta
 from recursor.errors import ProtocolError, SandboxError, WorkerCrashed
 from recursor.sandbox import wire
-from recursor.sandbox.base import CellResult, SessionSpec, SubcallRequest, SubcallResponse
+from recursor.sandbox.base import (
+    BackgroundStatus,
+    CellResult,
+    SessionSpec,
+    SubcallRequest,
+    SubcallResponse,
+)
 from recursor.sandbox.framing import Channel
 from recursor.sandbox.hardening import Measure
 from recursor.sandbox.launch import Launched, WorkerProcess
@@ -68,10 +75,15 @@ class WorkerSource(Protocol):
 
 
 _Event = Event
-_CELL_FRAMES = (wire.Result, wire.Subcall)
+_CELL_FRAMES = (wire.Result, wire.Subcall, wire.Background)
 #: sub-calls of one session served at once (a thread each, waiting on the broker); more are
 #: refused with an error, so a worker cannot make the host start a thread per forged request
 MAX_IN_FLIGHT = 64
+
+
+def _prompts_of(frame: wire.Subcall | wire.Background) -> int:
+    """How many answers a refusal of ``frame`` holds (-1: a background status)."""
+    return len(frame.request.prompts) if isinstance(frame, wire.Subcall) else -1
 
 
 class WorkerSession:
@@ -121,7 +133,10 @@ class WorkerSession:
         self._inbox = Inbox(launched.channel)
         self._outbox = Outbox(launched.channel)
         self._inbox.busy(True)
-        self._send(self._source.init_frame(self._spec, launched))
+        init = self._source.init_frame(self._spec, launched)
+        if self._spec.background is not None:
+            init = dataclasses.replace(init, background=True)
+        self._send(init)
         got = self._next_frame(time.monotonic() + self._source.start_timeout_s)
         self._inbox.busy(False)
         if not isinstance(got, wire.Ready):
@@ -258,8 +273,12 @@ class WorkerSession:
                 return done
             kind, payload = "broken", done
         if kind == "subcall_done" and isinstance(payload, int) and payload in pending:
-            assert isinstance(extra, SubcallResponse)
-            self._send(wire.SubcallResult(pending.pop(payload)[0], extra))
+            ident = pending.pop(payload)[0]
+            if isinstance(extra, BackgroundStatus):
+                self._send(wire.BackgroundResult(ident, extra))
+            else:
+                assert isinstance(extra, SubcallResponse)
+                self._send(wire.SubcallResult(ident, extra))
         elif kind in ("eof", "broken"):
             broken = payload if kind == "broken" else None
             result = self._worker_gone(cell, broken=broken, output_limit=output_limit)
@@ -289,6 +308,9 @@ class WorkerSession:
             return str(exc)
         if isinstance(frame, wire.Result):
             return frame.cell
+        if isinstance(frame, wire.Background):
+            self._on_background(frame, pending, cell)
+            return None
         assert isinstance(frame, wire.Subcall)
         if len(pending) >= MAX_IN_FLIGHT:
             self._refuse(
@@ -302,6 +324,30 @@ class WorkerSession:
         pending[token] = (frame.id, len(frame.request.prompts))
         self._serve(token, frame.request, cell)
         return None
+
+    def _on_background(
+        self, frame: wire.Background, pending: dict[int, tuple[int, int]], cell: Cancel
+    ) -> None:
+        """Serve a background request on a thread (a ``wait`` blocks), counted as in flight."""
+        handler, inbox = self._spec.background, self._inbox
+        assert inbox is not None
+        if handler is None or len(pending) >= MAX_IN_FLIGHT:
+            why = "background calls are not offered" if handler is None else "too many in flight"
+            refused = BackgroundStatus.refusal(why, "SubcallError")
+            self._send(wire.BackgroundResult(frame.id, refused))
+            return
+        token = next(self._tokens)
+        pending[token] = (frame.id, -1)  # -1: refused as a background status, not a response
+
+        def work() -> None:
+            try:
+                with scope(cell):
+                    status = handler(frame.request)
+            except Exception as exc:
+                status = BackgroundStatus.refusal(str(exc), type(exc).__name__)
+            inbox.put(("subcall_done", token, status))
+
+        threading.Thread(target=work, daemon=True).start()
 
     def _serve(self, token: int, request: SubcallRequest, cell: Cancel) -> None:
         inbox = self._inbox
@@ -340,9 +386,9 @@ class WorkerSession:
             if isinstance(payload, wire.Result):
                 payload.cell.timed_out = True
                 return payload.cell
-            if not isinstance(payload, wire.Subcall):
+            if not isinstance(payload, wire.Subcall | wire.Background):
                 break  # a frame this state does not allow: the worker is killed below
-            self._refuse(payload.id, len(payload.request.prompts))
+            self._refuse(payload.id, _prompts_of(payload))
         cell = self._lost(
             "the cell ran past its time limit and did not stop when interrupted; "
             "the REPL was killed",
@@ -354,7 +400,12 @@ class WorkerSession:
     def _refuse(
         self, ident: int, n: int, why: str = "the cell ran out of time", kind: str = "CellTimeout"
     ) -> None:
-        """Answer a sub-call without making it (one error per prompt)."""
+        """Answer a sub-call without making it (one error per prompt); ``n`` < 0: a background
+        request, answered with a refused status."""
+        if n < 0:
+            status = BackgroundStatus.refusal(f"cancelled: {why}", kind)
+            self._send(wire.BackgroundResult(ident, status))
+            return
         refused = SubcallResponse.failure(max(1, n), f"cancelled: {why}", kind)
         self._send(wire.SubcallResult(ident, refused))
 
@@ -421,6 +472,10 @@ class WorkerSession:
             if isinstance(got, wire.Subcall):
                 # from a thread model code left running after its cell: no cell to serve it
                 self._refuse(got.id, len(got.request.prompts), "no cell is running")
+                continue
+            if isinstance(got, wire.Background):
+                status = BackgroundStatus.refusal("no cell is running", "SubcallError")
+                self._send(wire.BackgroundResult(got.id, status))
                 continue
             if isinstance(got, wire.Var):
                 return got.value

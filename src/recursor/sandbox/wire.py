@@ -2,7 +2,8 @@
 
 :mod:`~recursor.sandbox.framing` moves JSON objects; this module says which objects are frames
 and what they hold. Host -> worker: ``init``, ``exec``, ``get_var``, ``subcall_result``,
-``shutdown``. Worker -> host: ``ready``, ``fatal``, ``result``, ``var``, ``subcall``. Both ends
+``background_result``, ``shutdown``. Worker -> host: ``ready``, ``fatal``, ``result``, ``var``,
+``subcall``, ``background``. Both ends
 (``session.py`` on the host, ``worker.py`` in the sandbox) build and read frames only through
 these records, so the protocol is written down once.
 
@@ -44,7 +45,13 @@ from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform
 
 from recursor.context import ContextMeta
 from recursor.errors import ProtocolError
-from recursor.sandbox.base import CellResult, SubcallRequest, SubcallResponse
+from recursor.sandbox.base import (
+    BackgroundRequest,
+    BackgroundStatus,
+    CellResult,
+    SubcallRequest,
+    SubcallResponse,
+)
 from recursor.sandbox.hardening import Measure
 
 #: every frame kind, by op (filled by :func:`frame`)
@@ -94,6 +101,8 @@ class Init(Frame):
     #: what the worker does to itself (see hardening.py); None: nothing
     sandbox: dict[str, Any] | None
     source: str | None = None
+    #: the host serves background sub-calls: the REPL offers ``llm_query_async`` and the rest
+    background: bool = False
 
 
 @frame("exec")
@@ -125,6 +134,18 @@ class Bind(Frame):
 
     name: str
     value: Any
+
+
+@frame("background_result")
+class BackgroundResult(Frame):
+    id: int
+    status: BackgroundStatus
+
+    def check(self) -> None:
+        s = self.status
+        n = len(s.handles)
+        if not len(s.done) == len(s.results) == len(s.errors) == len(s.error_types) == n:
+            raise ProtocolError("a background status needs one state, result and error each")
 
 
 @frame("shutdown")
@@ -179,8 +200,37 @@ class Subcall(Frame):
             raise ProtocolError("a request's contexts must be a list, one per prompt")
 
 
-TO_WORKER: tuple[type[Frame], ...] = (Init, Exec, GetVar, Bind, SubcallResult, Shutdown)
-FROM_WORKER: tuple[type[Frame], ...] = (Ready, Fatal, Result, Var, Bound, Subcall)
+@frame("background")
+class Background(Frame):
+    """``llm_query_async`` and the rest, from model code: untrusted like a sub-call (its
+    handles are checked by the host, which knows which ones it gave out)."""
+
+    id: int
+    request: BackgroundRequest
+
+    def check(self) -> None:
+        r = self.request
+        if r.op == "start" and r.request is None:
+            raise ProtocolError("a background start needs a request")
+        inner = r.request
+        if inner is not None and inner.contexts is not None:
+            contexts, prompts = inner.contexts, inner.prompts
+            if len(contexts) != len(prompts):
+                raise ProtocolError("a request's contexts must be a list, one per prompt")
+        if r.timeout is not None and r.timeout < 0:
+            raise ProtocolError("a wait's timeout must be >= 0")
+
+
+TO_WORKER: tuple[type[Frame], ...] = (
+    Init,
+    Exec,
+    GetVar,
+    Bind,
+    SubcallResult,
+    BackgroundResult,
+    Shutdown,
+)
+FROM_WORKER: tuple[type[Frame], ...] = (Ready, Fatal, Result, Var, Bound, Subcall, Background)
 
 
 # -- reading ------------------------------------------------------------------------------------

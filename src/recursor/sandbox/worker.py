@@ -29,7 +29,12 @@ if __name__ == "__main__":  # run as a file: make the package importable without
 
 from recursor import context as ctx
 from recursor.sandbox import lifetime, wire
-from recursor.sandbox.base import SubcallRequest, SubcallResponse
+from recursor.sandbox.base import (
+    BackgroundRequest,
+    BackgroundStatus,
+    SubcallRequest,
+    SubcallResponse,
+)
 from recursor.sandbox.framing import Channel
 from recursor.sandbox.hardening import Hardener, Measure
 from recursor.sandbox.repl import CellInterrupted, Repl
@@ -68,6 +73,16 @@ def apply_rlimits(limits: dict[str, int | None]) -> list[str]:
     return done
 
 
+_FROM_HOST = (
+    wire.Exec,
+    wire.GetVar,
+    wire.Bind,
+    wire.SubcallResult,
+    wire.BackgroundResult,
+    wire.Shutdown,
+)
+
+
 class Worker:
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
@@ -80,7 +95,7 @@ class Worker:
         self._send_lock = threading.Lock()
         self._cv = threading.Condition()
         self._reading = False
-        self._results: dict[int, SubcallResponse] = {}
+        self._results: dict[int, SubcallResponse | BackgroundStatus] = {}
         #: sub-call ids a thread is waiting for; commands for the main loop, in order
         self._waiting: set[int] = set()
         self._commands: deque[wire.Frame] = deque()
@@ -95,6 +110,17 @@ class Worker:
         raise CellInterrupted
 
     def call_host(self, request: SubcallRequest) -> SubcallResponse:
+        response = self._exchange(lambda ident: wire.Subcall(ident, request))
+        assert isinstance(response, SubcallResponse)
+        return response
+
+    def call_background(self, request: BackgroundRequest) -> BackgroundStatus:
+        status = self._exchange(lambda ident: wire.Background(ident, request))
+        assert isinstance(status, BackgroundStatus)
+        return status
+
+    def _exchange(self, make: Callable[[int], wire.Frame]) -> SubcallResponse | BackgroundStatus:
+        """Send the frame ``make(id)`` and wait for the host's answer with that id."""
         # SIGINT only ever lands on the main thread: only its I/O needs shielding
         main = threading.current_thread() is threading.main_thread()
         with self._cv:
@@ -104,7 +130,7 @@ class Worker:
             self._in_io = True
         try:
             with self._send_lock:
-                self.channel.send(wire.Subcall(ident, request).to_wire())
+                self.channel.send(make(ident).to_wire())
             response = self._await(ident)
         finally:
             if main:
@@ -114,7 +140,7 @@ class Worker:
             raise CellInterrupted
         return response
 
-    def _await(self, ident: int) -> SubcallResponse:
+    def _await(self, ident: int) -> SubcallResponse | BackgroundStatus:
         with self._cv:
             self._waiting.add(ident)
         try:
@@ -148,14 +174,16 @@ class Worker:
                 raw = self.channel.recv()
                 if raw is None:
                     os._exit(0)  # the host is gone; nothing left to do
-                frame = wire.parse(
-                    raw, (wire.Exec, wire.GetVar, wire.Bind, wire.SubcallResult, wire.Shutdown)
-                )
+                frame = wire.parse(raw, _FROM_HOST)
                 with self._cv:
-                    if not isinstance(frame, wire.SubcallResult):
+                    if isinstance(frame, wire.SubcallResult):
+                        if frame.id in self._waiting:
+                            self._results[frame.id] = frame.response
+                    elif isinstance(frame, wire.BackgroundResult):
+                        if frame.id in self._waiting:
+                            self._results[frame.id] = frame.status
+                    else:
                         self._commands.append(frame)
-                    elif frame.id in self._waiting:
-                        self._results[frame.id] = frame.response
                     self._cv.notify_all()
                     if ready():
                         return
@@ -186,7 +214,8 @@ class Worker:
         except Exception as exc:
             self.send(wire.Fatal(f"{type(exc).__name__}: {exc}"))
             return
-        self.repl = Repl(value, self.call_host, own_process=True)
+        background = self.call_background if init.background else None
+        self.repl = Repl(value, self.call_host, own_process=True, call_background=background)
         del value
         self.send(wire.Ready(meta, os.getpid(), measures))
         while True:

@@ -7,17 +7,21 @@ a slow sink does not slow the run. ``RLM.completion`` returns once its events we
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from recursor.trace.delivery import ClosableSink, Sink, SinkQueue
 from recursor.trace.events import (
+    BackgroundFinished,
+    BackgroundStarted,
     CellRan,
+    CellStarted,
     Event,
     HistoryCompacted,
     LimitHit,
     ModelCalled,
+    ModelDelta,
     RunFinished,
     RunStarted,
     SubcallMade,
@@ -30,7 +34,10 @@ if TYPE_CHECKING:
     from recursor.context import Context
 
 __all__ = [
+    "BackgroundFinished",
+    "BackgroundStarted",
     "CellRan",
+    "CellStarted",
     "ClosableSink",
     "Event",
     "HistoryCompacted",
@@ -38,6 +45,7 @@ __all__ = [
     "LimitHit",
     "MemorySink",
     "ModelCalled",
+    "ModelDelta",
     "RunFinished",
     "RunStarted",
     "Sink",
@@ -60,11 +68,42 @@ class Trace:
         self._sinks = list(sinks or [])
         self._lock = threading.Lock()
         self._queue = SinkQueue(self._sinks)
+        #: called on the emitting thread, in order, with every event and the live-only ones
+        #: (a stream's queue): no delivery thread between a token and its reader
+        self._listeners: tuple[Sink, ...] = ()
 
     def emit(self, event: Event) -> None:
         with self._lock:  # held while queueing: the sinks see the order of this list
             self._events.append(event)
             self._queue.put(event)
+            for listener in self._listeners:
+                listener(event)
+
+    def emit_live(self, event: Event) -> None:
+        """Hand ``event`` to the listeners only: not kept, not written (token deltas, a cell
+        starting): what a stream shows as it happens and a trace file has no use for."""
+        if not self._listeners:
+            return
+        with self._lock:
+            for listener in self._listeners:
+                listener(event)
+
+    @property
+    def listening(self) -> bool:
+        """Someone reads the run live (so the root's model call is worth streaming)."""
+        return bool(self._listeners)
+
+    def listen(self, listener: Sink) -> Callable[[], None]:
+        """Call ``listener`` with each event from now on, on the thread that emits it (it must
+        not block for long); returns the function that stops it."""
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+
+        def remove() -> None:
+            with self._lock:
+                self._listeners = tuple(x for x in self._listeners if x is not listener)
+
+        return remove
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until the sinks got every event so far; False if ``timeout`` passed first."""

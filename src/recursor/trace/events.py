@@ -138,6 +138,49 @@ class RunFinished(Event):
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ModelDelta(Event):
+    """A piece of a model's reply as it is generated (live only: streams, never a trace file).
+
+    A backend that cannot stream sends its whole reply as one delta when the call ends."""
+
+    type: ClassVar[str] = "model_delta"
+    iteration: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CellStarted(Event):
+    """A cell is about to run (live only; its end is the recorded :class:`CellRan`)."""
+
+    type: ClassVar[str] = "cell_started"
+    iteration: int
+    index: int
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackgroundStarted(Event):
+    """Model code started sub-calls in the background (``llm_query_async`` and the like)."""
+
+    type: ClassVar[str] = "background_started"
+    kind: str
+    handles: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class BackgroundFinished(Event):
+    """A background sub-call ended: answered, failed, or cancelled with its run."""
+
+    type: ClassVar[str] = "background_finished"
+    handle: int
+    error: str | None
+    cancelled: bool = False
+
+
+#: events that are only ever seen live (a stream's listener), never kept in a trace
+LIVE_ONLY: tuple[type[Event], ...] = (ModelDelta, CellStarted)
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -148,6 +191,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
         HistoryCompacted,
         LimitHit,
         RunFinished,
+        ModelDelta,
+        CellStarted,
+        BackgroundStarted,
+        BackgroundFinished,
     )
 }
 
