@@ -36,6 +36,7 @@ from recursor.lm.base import LM, Completion
 from recursor.result import RLMResult
 from recursor.sandbox.base import Environment, Session, SessionSpec
 from recursor.trace import RunFinished, RunStarted, Sink, Trace
+from recursor.tools import ToolBox
 from recursor.trace.redact import redact_config
 
 T = TypeVar("T")
@@ -53,6 +54,7 @@ class Owner(Protocol):
     limits: Limits
     raise_errors: bool
     sinks: list[Sink]
+    tools: ToolBox
 
     def lm_for_depth(self, depth: int) -> LM: ...
 
@@ -158,7 +160,16 @@ class Node:
             fatal=tree.fatal,
             cancel=tree.cancel,
         )
-        self.session = rlm.environment.open(SessionSpec(self.context, Broker(scope), self.depth))
+        tools = rlm.tools.scope(
+            ledger=tree.ledger,
+            trace=tree.trace,
+            run_id=self.run_id,
+            depth=self.depth,
+            budget_extra=self._budget_extra,
+        )
+        self.session = rlm.environment.open(
+            SessionSpec(self.context, Broker(scope), self.depth, tools=tools)
+        )
         meta = self.session.meta
         sub = rlm.lm_for_depth(self.depth + 1)
         settings = prompts.PromptSettings(
@@ -168,6 +179,8 @@ class Node:
             rlm=rlm.plan.rlm_query(self.depth),
             sub_chars=rlm.sub_chars(sub),
             style=rlm.style_for(self.lm),
+            budget=True,
+            tools=tuple(rlm.tools.prompt_lines()),
         )
         self.engine = Engine(
             query=self.query,
@@ -195,10 +208,19 @@ class Node:
                         "limits": asdict(rlm.limits),
                         "prompt_version": settings.version,
                         "prompt_style": settings.style,
+                        "tools": list(rlm.tools.names),
                     }
                 ),
             )
         )
+
+    def _budget_extra(self) -> dict[str, int]:
+        """The run's own part of ``budget()``: its iterations and the depth below it."""
+        used = 0 if self.engine is None else self.engine.iterations
+        return {
+            "iterations": max(0, self.tree.rlm.limits.max_iterations - used),
+            "depth": max(0, self.tree.rlm.max_depth - self.depth),
+        }
 
     def _run_child(
         self, prompt: str, context: Any, depth: int, cancel: Cancel

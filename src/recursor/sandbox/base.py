@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 from recursor.context import Context, ContextMeta
+from recursor.sandbox.hostcall import ToolHandler
 
 SubcallKind = Literal["llm", "rlm"]
 
@@ -118,6 +119,8 @@ class SessionSpec:
     handler: SubcallHandler
     #: the depth of the RLM that owns this REPL (0 for the root)
     depth: int = 0
+    #: serves the REPL's tool calls and ``budget()`` (None: no tools, and budget() fails)
+    tools: ToolHandler | None = None
 
 
 class Session(Protocol):

@@ -35,6 +35,7 @@ from recursor._cancel import POLL_S, Cancel, current, scope
 from recursor.context import ContextMeta, describe
 from recursor.errors import ConfigurationError
 from recursor.sandbox.base import CellResult, SessionSpec, SubcallRequest, SubcallResponse
+from recursor.sandbox.hostcall import ToolRequest, ToolResponse, copy_json
 from recursor.sandbox.repl import CellInterrupted, Repl
 
 #: environment variable names that hold a provider key or another credential
@@ -95,13 +96,36 @@ class InProcessSession:
         value, bad = spec.context.value()
         self._meta = describe(value, decode_errors=bad, source=spec.context.source)
         self._value = value
-        self._repl = Repl(value, self._call_host, own_process=False)
+        self._repl = self._new_repl()
         #: the scope of the cell running (or last run): sub-calls are made under it
         self._cell = Cancel()
+
+    def _new_repl(self) -> Repl:
+        names = () if self._spec.tools is None else self._spec.tools.names
+        return Repl(
+            self._value, self._call_host, own_process=False, tools=names, call_tool=self._call_tool
+        )
 
     @property
     def meta(self) -> ContextMeta:
         return self._meta
+
+    def _call_tool(self, request: ToolRequest) -> ToolResponse:
+        """A tool call, with the same JSON copies a worker channel would make (the tool cannot
+        reach model code's objects, nor model code the tool's), waited for in short slices so
+        an interrupt still reaches the cell."""
+        tools = self._spec.tools
+        if tools is None:
+            return ToolResponse.failure("this REPL has no tools")
+        fut: Future[ToolResponse] = Future()
+        copied = ToolRequest(request.name, copy_json(request.args), copy_json(request.kwargs))
+        tools.submit(copied, fut.set_result)
+        while True:
+            try:
+                response = fut.result(timeout=0.05)
+            except TimeoutError:
+                continue
+            return ToolResponse(copy_json(response.value), response.error, response.error_type)
 
     def _call_host(self, request: SubcallRequest) -> SubcallResponse:
         """Serve a sub-call on another thread and wait in short slices, so that an interrupt
@@ -150,7 +174,7 @@ class InProcessSession:
             box[0].timed_out = True
             return box[0]
         # The cell ignores interrupts: abandon its thread and start over with a clean namespace.
-        self._repl = Repl(self._value, self._call_host, own_process=False)
+        self._repl = self._new_repl()
         return CellResult(
             error="the cell ran past its time limit and did not stop when interrupted; it was "
             "abandoned and a new REPL was started: `context` is there again, but every variable, "

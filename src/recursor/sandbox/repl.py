@@ -12,13 +12,17 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
 from recursor import errors
 from recursor.protocol import CappedText, clip, share
 from recursor.sandbox.base import CellResult, SubcallHandler, SubcallRequest, SubcallResponse
+from recursor.sandbox.hostcall import BUDGET, ToolRequest, ToolResponse, check_json, check_size
+
+#: sends one host call (a tool, or ``budget``) and waits for its response
+ToolCaller = Callable[[ToolRequest], ToolResponse]
 
 #: names the system prompt advertises; restored after any cell that rebinds them
 RESERVED = (
@@ -31,6 +35,7 @@ RESERVED = (
     "FINAL",
     "FINAL_VAR",
     "answer",
+    "budget",
 )
 
 
@@ -134,8 +139,17 @@ def _cell_traceback(exc: BaseException) -> str:
 class Repl:
     """A persistent namespace with ``context`` and the sub-call functions bound in."""
 
-    def __init__(self, context: Any, call_host: SubcallHandler, *, own_process: bool) -> None:
+    def __init__(
+        self,
+        context: Any,
+        call_host: SubcallHandler,
+        *,
+        own_process: bool,
+        tools: Sequence[str] = (),
+        call_tool: ToolCaller | None = None,
+    ) -> None:
         self._call_host = call_host
+        self._call_tool = call_tool
         self._own_process = own_process
         self._final: str | None = None
         self._cells = 0
@@ -150,7 +164,10 @@ class Repl:
             "SHOW_VARS": self._show_vars,
             "FINAL": self._final_value,
             "FINAL_VAR": self._final_var,
+            BUDGET: self._budget,
         }
+        # the host's tools are protected like the names above (restored when rebound)
+        self._reserved.update({name: self._tool_function(name) for name in tools})
         self.ns.update(self._reserved)
         self.ns["answer"] = {"content": None, "ready": False}
         self.ns["input"] = _no_input
@@ -203,6 +220,32 @@ class Repl:
         if len(cs) != len(ps):
             raise ValueError(f"rlm_query_batched: {len(ps)} prompts but {len(cs)} contexts")
         return self._many(SubcallRequest("rlm", ps, True, None, cs))
+
+    def _host_call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self._call_tool is None:
+            raise RuntimeError(f"{name}(): this REPL has no host to ask")
+        check_json(list(args), f"{name}(): argument list")
+        check_json(kwargs, f"{name}(): keyword arguments")
+        request = ToolRequest(name, list(args), dict(kwargs))
+        check_size([request.args, request.kwargs], f"{name}(): the arguments")
+        response = self._call_tool(request)
+        if response.error is not None:
+            cls = getattr(errors, response.error_type or "", None)
+            if not (isinstance(cls, type) and issubclass(cls, errors.RecursorError)):
+                cls = errors.ToolError
+            raise cls(response.error)
+        return response.value
+
+    def _tool_function(self, name: str) -> Callable[..., Any]:
+        def tool(*args: Any, **kwargs: Any) -> Any:
+            return self._host_call(name, args, kwargs)
+
+        tool.__name__ = tool.__qualname__ = name
+        tool.__doc__ = f"The host's tool {name!r}: JSON arguments in, a JSON value out."
+        return tool
+
+    def _budget(self) -> dict[str, Any]:
+        return dict(self._host_call(BUDGET, (), {}))
 
     def _show_vars(self) -> None:
         rows = []

@@ -33,6 +33,7 @@ from recursor.sandbox import wire
 from recursor.sandbox.base import CellResult, SessionSpec, SubcallRequest, SubcallResponse
 from recursor.sandbox.framing import Channel
 from recursor.sandbox.hardening import Measure
+from recursor.sandbox.hostcall import ToolResponse
 from recursor.sandbox.launch import Launched, WorkerProcess
 from recursor.sandbox.pipes import Event, Inbox, Outbox
 from recursor.sandbox.stderr_tail import StderrTail
@@ -68,7 +69,7 @@ class WorkerSource(Protocol):
 
 
 _Event = Event
-_CELL_FRAMES = (wire.Result, wire.Subcall)
+_CELL_FRAMES = (wire.Result, wire.Subcall, wire.ToolCall)
 #: sub-calls of one session served at once (a thread each, waiting on the broker); more are
 #: refused with an error, so a worker cannot make the host start a thread per forged request
 MAX_IN_FLIGHT = 64
@@ -93,6 +94,8 @@ class WorkerSession:
         self.measures: list[Measure] = []
         #: the cancel scope of the cell running (or last run): its sub-calls are served under it
         self._cell = Cancel()
+        #: the cell's tool calls being served: host token -> the worker's request id
+        self._tools_pending: dict[int, int] = {}
         self._start()
 
     @property
@@ -208,6 +211,7 @@ class WorkerSession:
     def _run(self, code: str, *, deadline: float | None, output_limit: int) -> CellResult:
         # under the caller's scope: a child RLM stopped by its parent stops its cells too
         cell = self._cell = Cancel(current())
+        self._tools_pending = {}
         assert self._inbox is not None
         self._inbox.busy(True)
         try:
@@ -256,6 +260,9 @@ class WorkerSession:
         if kind == "subcall_done" and isinstance(payload, int) and payload in pending:
             assert isinstance(extra, SubcallResponse)
             self._send(wire.SubcallResult(pending.pop(payload)[0], extra))
+        elif kind == "tool_done" and isinstance(payload, int) and payload in self._tools_pending:
+            assert isinstance(extra, ToolResponse)
+            self._send(wire.ToolResult(self._tools_pending.pop(payload), extra))
         elif kind in ("eof", "broken"):
             broken = payload if kind == "broken" else None
             result = self._worker_gone(cell, broken=broken, output_limit=output_limit)
@@ -285,6 +292,9 @@ class WorkerSession:
             return str(exc)
         if isinstance(frame, wire.Result):
             return frame.cell
+        if isinstance(frame, wire.ToolCall):
+            self._serve_tool(frame)
+            return None
         assert isinstance(frame, wire.Subcall)
         if len(pending) >= MAX_IN_FLIGHT:
             self._refuse(
@@ -315,12 +325,34 @@ class WorkerSession:
 
         threading.Thread(target=work, daemon=True).start()
 
+    def _serve_tool(self, frame: wire.ToolCall) -> None:
+        """Start a tool call (the handler answers on a thread of its own, through the inbox)."""
+        tools = self._spec.tools
+        if tools is None:
+            self._refuse_tool(frame.id, "this REPL has no tools", "ToolError")
+            return
+        if len(self._tools_pending) >= MAX_IN_FLIGHT:
+            why = f"more than {MAX_IN_FLIGHT} tool calls of this REPL are in flight"
+            self._refuse_tool(frame.id, why, "ToolLimitExceeded")
+            return
+        token = next(self._tokens)
+        self._tools_pending[token] = frame.id
+        inbox = self._inbox
+        assert inbox is not None
+        tools.submit(frame.request, lambda response: inbox.put(("tool_done", token, response)))
+
+    def _refuse_tool(self, ident: int, why: str, kind: str = "CellTimeout") -> None:
+        self._send(wire.ToolResult(ident, ToolResponse.failure(f"cancelled: {why}", kind)))
+
     def _interrupt(self, pending: dict[int, tuple[int, int]], output_limit: int) -> CellResult:
         """The deadline passed: cancel its sub-calls, SIGINT, then kill if it does not yield."""
         self._cell.set(self._cell.reason or "the cell ran out of time")
         for ident, n in pending.values():
             self._refuse(ident, n)
         pending.clear()
+        for ident in self._tools_pending.values():
+            self._refuse_tool(ident, "the cell ran out of time")
+        self._tools_pending.clear()
         if self._launched is not None:
             self._source.interrupt(self._launched)
         until = time.monotonic() + self._source.grace_s
@@ -336,6 +368,9 @@ class WorkerSession:
             if isinstance(payload, wire.Result):
                 payload.cell.timed_out = True
                 return payload.cell
+            if isinstance(payload, wire.ToolCall):
+                self._refuse_tool(payload.id, "the cell ran out of time")
+                continue
             if not isinstance(payload, wire.Subcall):
                 break  # a frame this state does not allow: the worker is killed below
             self._refuse(payload.id, len(payload.request.prompts))
@@ -385,6 +420,9 @@ class WorkerSession:
             if isinstance(got, wire.Subcall):
                 # from a thread model code left running after its cell: no cell to serve it
                 self._refuse(got.id, len(got.request.prompts), "no cell is running")
+                continue
+            if isinstance(got, wire.ToolCall):
+                self._refuse_tool(got.id, "no cell is running", "ToolError")
                 continue
             if isinstance(got, wire.Var):
                 return got.value

@@ -46,6 +46,7 @@ from recursor.context import ContextMeta
 from recursor.errors import ProtocolError
 from recursor.sandbox.base import CellResult, SubcallRequest, SubcallResponse
 from recursor.sandbox.hardening import Measure
+from recursor.sandbox.hostcall import ToolRequest, ToolResponse
 
 #: every frame kind, by op (filled by :func:`frame`)
 FRAMES: dict[str, type[Frame]] = {}
@@ -94,6 +95,8 @@ class Init(Frame):
     #: what the worker does to itself (see hardening.py); None: nothing
     sandbox: dict[str, Any] | None
     source: str | None = None
+    #: the host's tools the REPL binds, by name (None: none)
+    tools: list[str] | None = None
 
 
 @frame("exec")
@@ -116,6 +119,12 @@ class SubcallResult(Frame):
         r = self.response
         if not len(r.results) == len(r.errors) == len(r.error_types):
             raise ProtocolError("a sub-call response needs one result, error and type each")
+
+
+@frame("tool_result")
+class ToolResult(Frame):
+    id: int
+    response: ToolResponse
 
 
 @frame("shutdown")
@@ -163,8 +172,17 @@ class Subcall(Frame):
             raise ProtocolError("a request's contexts must be a list, one per prompt")
 
 
-TO_WORKER: tuple[type[Frame], ...] = (Init, Exec, GetVar, SubcallResult, Shutdown)
-FROM_WORKER: tuple[type[Frame], ...] = (Ready, Fatal, Result, Var, Subcall)
+@frame("tool_call")
+class ToolCall(Frame):
+    """A call of a host tool (or of ``budget``) from model code: untrusted like a sub-call;
+    the host checks the name and the size of the arguments before anything runs."""
+
+    id: int
+    request: ToolRequest
+
+
+TO_WORKER: tuple[type[Frame], ...] = (Init, Exec, GetVar, SubcallResult, Shutdown, ToolResult)
+FROM_WORKER: tuple[type[Frame], ...] = (Ready, Fatal, Result, Var, Subcall, ToolCall)
 
 
 # -- reading ------------------------------------------------------------------------------------

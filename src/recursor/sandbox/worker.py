@@ -3,8 +3,8 @@
     python -I path/to/worker.py READ_FD WRITE_FD
 
 Frames (framing.py carries them, wire.py defines them), host -> worker: ``init``, ``exec``,
-``get_var``, ``subcall_result``, ``shutdown``. Worker -> host: ``ready`` or ``fatal``,
-``result``, ``var``, ``subcall``. ``ready`` also lists the confinement ``measures`` in force
+``get_var``, ``subcall_result``, ``tool_result``, ``shutdown``. Worker -> host: ``ready`` or
+``fatal``, ``result``, ``var``, ``subcall``, ``tool_call``. ``ready`` also lists the confinement ``measures`` in force
 (see hardening.py): the worker confines itself after loading the context (which it
 memory-maps while it may still read the file) and before it runs any model code.
 
@@ -32,6 +32,7 @@ from recursor.sandbox import lifetime, wire
 from recursor.sandbox.base import SubcallRequest, SubcallResponse
 from recursor.sandbox.framing import Channel
 from recursor.sandbox.hardening import Hardener, Measure
+from recursor.sandbox.hostcall import ToolRequest, ToolResponse
 from recursor.sandbox.repl import CellInterrupted, Repl
 
 _RLIMITS = {
@@ -44,6 +45,8 @@ _RLIMITS = {
 }
 
 _CPU_GRACE_S = 2
+#: the frames the host sends once the worker is ready
+_COMMANDS = (wire.Exec, wire.GetVar, wire.SubcallResult, wire.Shutdown, wire.ToolResult)
 
 
 def _out_of_cpu(_signum: int, _frame: Any) -> None:
@@ -80,7 +83,7 @@ class Worker:
         self._send_lock = threading.Lock()
         self._cv = threading.Condition()
         self._reading = False
-        self._results: dict[int, SubcallResponse] = {}
+        self._results: dict[int, SubcallResponse | ToolResponse] = {}
         #: sub-call ids a thread is waiting for; commands for the main loop, in order
         self._waiting: set[int] = set()
         self._commands: deque[wire.Frame] = deque()
@@ -95,6 +98,18 @@ class Worker:
         raise CellInterrupted
 
     def call_host(self, request: SubcallRequest) -> SubcallResponse:
+        response = self._exchange(lambda ident: wire.Subcall(ident, request))
+        assert isinstance(response, SubcallResponse)
+        return response
+
+    def call_tool(self, request: ToolRequest) -> ToolResponse:
+        response = self._exchange(lambda ident: wire.ToolCall(ident, request))
+        if not isinstance(response, ToolResponse):  # a host answering a tool call as a sub-call
+            return ToolResponse.failure("the host answered a tool call with a sub-call result")
+        return response
+
+    def _exchange(self, make: Callable[[int], wire.Frame]) -> SubcallResponse | ToolResponse:
+        """Send the frame ``make(id)`` and wait for the answer with that id."""
         # SIGINT only ever lands on the main thread: only its I/O needs shielding
         main = threading.current_thread() is threading.main_thread()
         with self._cv:
@@ -104,7 +119,7 @@ class Worker:
             self._in_io = True
         try:
             with self._send_lock:
-                self.channel.send(wire.Subcall(ident, request).to_wire())
+                self.channel.send(make(ident).to_wire())
             response = self._await(ident)
         finally:
             if main:
@@ -114,7 +129,7 @@ class Worker:
             raise CellInterrupted
         return response
 
-    def _await(self, ident: int) -> SubcallResponse:
+    def _await(self, ident: int) -> SubcallResponse | ToolResponse:
         with self._cv:
             self._waiting.add(ident)
         try:
@@ -148,9 +163,9 @@ class Worker:
                 raw = self.channel.recv()
                 if raw is None:
                     os._exit(0)  # the host is gone; nothing left to do
-                frame = wire.parse(raw, (wire.Exec, wire.GetVar, wire.SubcallResult, wire.Shutdown))
+                frame = wire.parse(raw, _COMMANDS)
                 with self._cv:
-                    if not isinstance(frame, wire.SubcallResult):
+                    if not isinstance(frame, (wire.SubcallResult, wire.ToolResult)):
                         self._commands.append(frame)
                     elif frame.id in self._waiting:
                         self._results[frame.id] = frame.response
@@ -184,7 +199,9 @@ class Worker:
         except Exception as exc:
             self.send(wire.Fatal(f"{type(exc).__name__}: {exc}"))
             return
-        self.repl = Repl(value, self.call_host, own_process=True)
+        self.repl = Repl(
+            value, self.call_host, own_process=True, tools=init.tools or (), call_tool=self.call_tool
+        )
         del value
         self.send(wire.Ready(meta, os.getpid(), measures))
         while True:

@@ -20,6 +20,7 @@ from recursor.trace.events import (
     RunFinished,
     RunStarted,
     SubcallMade,
+    ToolCalled,
     event_from_dict,
 )
 from recursor.trace.jsonl import JsonlSink, iter_records, write_events
@@ -40,6 +41,7 @@ __all__ = [
     "RunStarted",
     "Sink",
     "SubcallMade",
+    "ToolCalled",
     "Trace",
 ]
 

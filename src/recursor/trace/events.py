@@ -103,6 +103,21 @@ class SubcallMade(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCalled(Event):
+    """Model code called one of the host's tools (``RLM(tools=...)``)."""
+
+    type: ClassVar[str] = "tool_called"
+    depth: int
+    name: str
+    #: the arguments and the result as JSON, their heads only (:func:`prompt_preview`)
+    arguments: str
+    result: str
+    #: ``ToolError: message`` (or ToolTimeout, ToolLimitExceeded, ...) when it failed
+    error: str | None
+    latency_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class LimitHit(Event):
     type: ClassVar[str] = "limit_hit"
     limit: str
@@ -121,7 +136,8 @@ class RunFinished(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.type: cls for cls in (RunStarted, ModelCalled, CellRan, SubcallMade, LimitHit, RunFinished)
+    cls.type: cls
+    for cls in (RunStarted, ModelCalled, CellRan, SubcallMade, ToolCalled, LimitHit, RunFinished)
 }
 
 

@@ -1,0 +1,236 @@
+"""The RLM's tools, and the handler that serves one REPL's calls of them.
+
+:class:`ToolBox` is made once per RLM from ``tools=[...]``: it opens the tool sources (MCP
+servers), checks that every name can be bound and none twice, and owns the loop the tools run
+on; :meth:`ToolBox.close` (from ``RLM.close``) releases all of it. :class:`ToolScope` is what
+one run node gives its REPL (:class:`~recursor.sandbox.hostcall.ToolHandler`): it counts each
+call in the tree's ledger (``Limits.max_tool_calls``), runs it with its timeout, checks that
+the result is JSON, and records a :class:`~recursor.trace.ToolCalled` event. It also answers
+``budget()`` from the ledger.
+
+The requests come from model code, through a worker channel the host does not trust: a name
+that is no tool, arguments over :data:`~recursor.sandbox.hostcall.MAX_TOOL_JSON`, or more calls
+than the limit each get an error response; nothing a request holds can make the host raise,
+block or run anything but the caller's own functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from contextlib import ExitStack
+from typing import Any
+
+from recursor.errors import LimitExceeded, ToolError, ToolNameError
+from recursor.limits import Ledger
+from recursor.sandbox.hostcall import (
+    BUDGET,
+    ToolRequest,
+    ToolResponse,
+    check_json,
+    check_size,
+)
+from recursor.tools.loop import LoopThread
+from recursor.tools.tool import Tool, as_tool
+from recursor.trace import LimitHit, ToolCalled, Trace
+from recursor.trace.events import prompt_preview
+
+
+class ToolSource(ABC):
+    """Tools that come from somewhere the RLM must connect to (an MCP server): opened when the
+    RLM is made, closed when it closes."""
+
+    @abstractmethod
+    def open(self) -> list[Tool]:
+        """Connect and return the tools (raise a RecursorError when that fails)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Disconnect; idempotent."""
+
+
+ToolItem = Tool | ToolSource | Callable[..., Any]
+
+
+class ToolBox:
+    """The tools of one RLM, by name, and the loop they run on (started at the first call)."""
+
+    def __init__(self, items: Sequence[ToolItem] = ()) -> None:
+        self._sources: list[ToolSource] = []
+        self._tools: dict[str, Tool] = {}
+        self._loop: LoopThread | None = None
+        try:
+            for item in items:
+                if isinstance(item, ToolSource):
+                    self._sources.append(item)
+                    found = item.open()
+                else:
+                    found = [as_tool(item)]
+                for tool in found:
+                    if tool.name in self._tools:
+                        raise ToolNameError(f"two tools are named {tool.name!r}")
+                    self._tools[tool.name] = tool
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._tools)
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def prompt_lines(self) -> list[str]:
+        return [tool.prompt_line() for tool in self._tools.values()]
+
+    def scope(
+        self,
+        *,
+        ledger: Ledger,
+        trace: Trace,
+        run_id: str,
+        depth: int,
+        budget_extra: Callable[[], dict[str, Any]],
+    ) -> ToolScope:
+        return ToolScope(self, ledger, trace, run_id, depth, budget_extra)
+
+    def _runner(self) -> LoopThread:
+        if self._loop is None:
+            self._loop = LoopThread("recursor-tools")
+        return self._loop
+
+    def start(self, tool: Tool, request: ToolRequest, done: Callable[[ToolResponse], None]) -> None:
+        """Run ``tool`` on the loop; ``done`` gets the response (never an exception)."""
+        try:
+            runner = self._runner()
+            fut = runner.submit(_call(tool, request, runner.threads))
+        except Exception as exc:  # the box was closed under a running completion
+            done(ToolResponse.failure(f"tool {tool.name!r} cannot run: {exc}"))
+            return
+
+        def finished(f: Any) -> None:
+            try:
+                response = f.result()
+            except BaseException as exc:  # cancelled: the box was closed under the call
+                response = ToolResponse.failure(
+                    f"tool {tool.name!r} was stopped ({type(exc).__name__})"
+                )
+            done(response)
+
+        fut.add_done_callback(finished)
+
+    def close(self) -> None:
+        """Stop running calls, close the sources (every one is tried). Idempotent."""
+        loop, self._loop = self._loop, None
+        sources, self._sources = self._sources, []
+        with ExitStack() as stack:
+            for source in sources:
+                stack.callback(source.close)
+            if loop is not None:
+                stack.callback(loop.close)
+
+
+async def _call(tool: Tool, request: ToolRequest, threads: Executor) -> ToolResponse:
+    """One call of ``tool``, bounded by its timeout, its result checked: always a response."""
+    name = tool.name
+    try:
+        if tool.is_async:
+            work = tool.fn(*request.args, **request.kwargs)
+        else:
+            loop = asyncio.get_running_loop()
+            work = loop.run_in_executor(threads, lambda: tool.fn(*request.args, **request.kwargs))
+        value = await asyncio.wait_for(work, tool.timeout_s)
+    except TimeoutError:
+        how = "cancelled" if tool.is_async else "abandoned (a sync function cannot be stopped)"
+        return ToolResponse.failure(
+            f"tool {name!r} ran past its timeout_s={tool.timeout_s} and was {how}", "ToolTimeout"
+        )
+    except Exception as exc:
+        return ToolResponse.failure(f"tool {name!r} raised {type(exc).__name__}: {exc}")
+    try:
+        check_json(value, f"the result of tool {name!r}")
+        check_size(value, f"the result of tool {name!r}")
+    except (TypeError, ValueError) as exc:
+        return ToolResponse.failure(str(exc))
+    return ToolResponse(value)
+
+
+class ToolScope:
+    """Serves one REPL's tool calls and ``budget()`` (a :class:`ToolHandler`)."""
+
+    def __init__(
+        self,
+        box: ToolBox,
+        ledger: Ledger,
+        trace: Trace,
+        run_id: str,
+        depth: int,
+        budget_extra: Callable[[], dict[str, Any]],
+    ) -> None:
+        self._box = box
+        self._ledger = ledger
+        self._trace = trace
+        self._run_id = run_id
+        self._depth = depth
+        self._budget_extra = budget_extra
+        self._refused = False
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self._box.names
+
+    def budget(self) -> dict[str, Any]:
+        """What is left of each limit now (None: unlimited)."""
+        return {**self._budget_extra(), **self._ledger.left()}
+
+    def submit(self, request: ToolRequest, done: Callable[[ToolResponse], None]) -> None:
+        if request.name == BUDGET:
+            done(ToolResponse(self.budget()))
+            return
+        tool = self._box.get(request.name)
+        if tool is None:
+            shown = ", ".join(self._box.names) or "none"
+            done(ToolResponse.failure(f"no tool named {request.name[:60]!r} (tools: {shown})"))
+            return
+        try:
+            check_size([request.args, request.kwargs], f"the arguments of tool {tool.name!r}")
+            self._ledger.reserve_tool_call()
+        except ValueError as exc:
+            done(ToolResponse.failure(str(exc)))
+            return
+        except LimitExceeded as exc:
+            if not self._refused:  # once: a cell looping on a refused tool must not flood
+                self._refused = True
+                self._trace.emit(LimitHit(self._run_id, limit=exc.limit, message=str(exc)))
+            done(ToolResponse.failure(str(exc), type(exc).__name__))
+            return
+        t0 = time.monotonic()
+
+        def finished(response: ToolResponse) -> None:
+            self._record(request, response, time.monotonic() - t0)
+            done(response)
+
+        self._box.start(tool, request, finished)
+
+    def _record(self, request: ToolRequest, response: ToolResponse, latency: float) -> None:
+        error = None
+        if response.error is not None:
+            error = f"{response.error_type or ToolError.__name__}: {response.error}"
+        result = "" if response.error is not None else json.dumps(response.value)
+        self._trace.emit(
+            ToolCalled(
+                self._run_id,
+                depth=self._depth,
+                name=request.name,
+                arguments=prompt_preview(json.dumps([request.args, request.kwargs])),
+                result=prompt_preview(result),
+                error=error,
+                latency_s=latency,
+            )
+        )
+
