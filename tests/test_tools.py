@@ -172,7 +172,7 @@ def test_a_name_that_shadows_or_cannot_be_bound_is_refused(name: str, why: str) 
 
 
 def test_a_function_named_like_a_builtin_and_two_tools_of_one_name_are_refused() -> None:
-    def format(x: str) -> str:  # noqa: A001 - the point of the test
+    def format(x: str) -> str:
         return x
 
     with pytest.raises(ToolNameError, match="builtin"):

@@ -146,7 +146,9 @@ def test_the_stdio_server_stops_when_the_rlm_closes(server_file: Path) -> None:
                     found.add(int(pid))
         return found
 
-    rlm = make_rlm("inprocess", ScriptedLM([]), tools=[MCPTools.stdio(sys.executable, [str(server_file)])])
+    rlm = make_rlm(
+        "inprocess", ScriptedLM([]), tools=[MCPTools.stdio(sys.executable, [str(server_file)])]
+    )
     assert rlm.tools.names == ("add", "tally", "fail")
     assert servers(), "the server was not started"
     rlm.close()

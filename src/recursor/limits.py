@@ -187,7 +187,9 @@ class Ledger:
             "subcalls": rest(lim.max_subcalls, subcalls),
             "tool_calls": rest(lim.max_tool_calls, tools),
             "tokens": rest(lim.max_tokens, tokens),
-            "cost_usd": None if lim.max_cost_usd is None else round(max(0.0, lim.max_cost_usd - cost), 6),
+            "cost_usd": None
+            if lim.max_cost_usd is None
+            else round(max(0.0, lim.max_cost_usd - cost), 6),
             "seconds": None if seconds is None else round(seconds, 3),
         }
 

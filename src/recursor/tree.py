@@ -35,8 +35,8 @@ from recursor.limits import Ledger, Limits
 from recursor.lm.base import LM, Completion
 from recursor.result import RLMResult
 from recursor.sandbox.base import Environment, Session, SessionSpec
-from recursor.trace import RunFinished, RunStarted, Sink, Trace
 from recursor.tools import ToolBox
+from recursor.trace import RunFinished, RunStarted, Sink, Trace
 from recursor.trace.redact import redact_config
 
 T = TypeVar("T")

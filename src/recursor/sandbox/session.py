@@ -368,12 +368,8 @@ class WorkerSession:
             if isinstance(payload, wire.Result):
                 payload.cell.timed_out = True
                 return payload.cell
-            if isinstance(payload, wire.ToolCall):
-                self._refuse_tool(payload.id, "the cell ran out of time")
-                continue
-            if not isinstance(payload, wire.Subcall):
+            if not self._refuse_late(payload):
                 break  # a frame this state does not allow: the worker is killed below
-            self._refuse(payload.id, len(payload.request.prompts))
         cell = self._lost(
             "the cell ran past its time limit and did not stop when interrupted; "
             "the REPL was killed",
@@ -381,6 +377,16 @@ class WorkerSession:
         )
         cell.timed_out = True
         return cell
+
+    def _refuse_late(self, frame: object) -> bool:
+        """Refuse a request sent while the cell is being stopped; False for any other frame."""
+        if isinstance(frame, wire.ToolCall):
+            self._refuse_tool(frame.id, "the cell ran out of time")
+        elif isinstance(frame, wire.Subcall):
+            self._refuse(frame.id, len(frame.request.prompts))
+        else:
+            return False
+        return True
 
     def _refuse(
         self, ident: int, n: int, why: str = "the cell ran out of time", kind: str = "CellTimeout"

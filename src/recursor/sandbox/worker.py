@@ -4,9 +4,10 @@
 
 Frames (framing.py carries them, wire.py defines them), host -> worker: ``init``, ``exec``,
 ``get_var``, ``subcall_result``, ``tool_result``, ``shutdown``. Worker -> host: ``ready`` or
-``fatal``, ``result``, ``var``, ``subcall``, ``tool_call``. ``ready`` also lists the confinement ``measures`` in force
-(see hardening.py): the worker confines itself after loading the context (which it
-memory-maps while it may still read the file) and before it runs any model code.
+``fatal``, ``result``, ``var``, ``subcall``, ``tool_call``. ``ready`` also lists the
+confinement ``measures`` in force (see hardening.py): the worker confines itself after loading
+the context (which it memory-maps while it may still read the file) and before it runs any
+model code.
 
 SIGINT is the host's "your cell is out of time": it raises CellInterrupted inside model code,
 or, if it lands while a frame is being read or written, is held until the I/O is done so the
@@ -200,7 +201,11 @@ class Worker:
             self.send(wire.Fatal(f"{type(exc).__name__}: {exc}"))
             return
         self.repl = Repl(
-            value, self.call_host, own_process=True, tools=init.tools or (), call_tool=self.call_tool
+            value,
+            self.call_host,
+            own_process=True,
+            tools=init.tools or (),
+            call_tool=self.call_tool,
         )
         del value
         self.send(wire.Ready(meta, os.getpid(), measures))

@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from recursor.errors import LimitExceeded, ToolError, ToolNameError
@@ -160,25 +161,19 @@ async def _call(tool: Tool, request: ToolRequest, threads: Executor) -> ToolResp
     return ToolResponse(value)
 
 
+@dataclass(slots=True)
 class ToolScope:
     """Serves one REPL's tool calls and ``budget()`` (a :class:`ToolHandler`)."""
 
-    def __init__(
-        self,
-        box: ToolBox,
-        ledger: Ledger,
-        trace: Trace,
-        run_id: str,
-        depth: int,
-        budget_extra: Callable[[], dict[str, Any]],
-    ) -> None:
-        self._box = box
-        self._ledger = ledger
-        self._trace = trace
-        self._run_id = run_id
-        self._depth = depth
-        self._budget_extra = budget_extra
-        self._refused = False
+    _box: ToolBox
+    _ledger: Ledger
+    _trace: Trace
+    _run_id: str
+    _depth: int
+    #: the run's own part of budget(): its iterations and depth left
+    _budget_extra: Callable[[], dict[str, Any]]
+    #: the limit was traced already (once per REPL, however often a cell hits it)
+    _refused: bool = False
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -233,4 +228,3 @@ class ToolScope:
                 latency_s=latency,
             )
         )
-

@@ -83,7 +83,9 @@ class MCPTools(ToolSource):
         try:
             specs = listed.result(CONNECT_TIMEOUT_S)
         except TimeoutError:
-            raise ToolError(f"MCP server {self.label}: no tool list in {CONNECT_TIMEOUT_S} s") from None
+            raise ToolError(
+                f"MCP server {self.label}: no tool list in {CONNECT_TIMEOUT_S} s"
+            ) from None
         except Exception as exc:
             raise ToolError(f"MCP server {self.label}: {type(exc).__name__}: {exc}") from exc
         return [self._tool(spec) for spec in specs]
@@ -98,7 +100,7 @@ class MCPTools(ToolSource):
             if self._held is not None:
                 try:
                     self._held.result(10)  # the client leaves its scopes; the server stops
-                except BaseException:  # noqa: BLE001 - closing: nothing left to report to
+                except BaseException:
                     pass
         runner.close()
 
@@ -192,7 +194,9 @@ def _signature(props: dict[str, Any], required: set[str]) -> str:
 def _nested_schema(props: dict[str, Any]) -> str:
     """The schema of object and array arguments, which a signature line cannot show."""
     nested = {
-        k: v for k, v in props.items() if isinstance(v, dict) and v.get("type") in ("object", "array")
+        k: v
+        for k, v in props.items()
+        if isinstance(v, dict) and v.get("type") in ("object", "array")
     }
     if not nested:
         return ""
