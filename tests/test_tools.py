@@ -203,7 +203,7 @@ def test_the_prompt_shows_each_tool_and_budget_in_both_styles() -> None:
         assert "- `search(query: str, k: int = 5) -> list[str]`: Search the web." in text
         assert "Not shown" not in text and "not shown to the model" not in text
         assert "`budget()`" in text
-    plain = system_prompt(meta, PromptSettings(30, 20_000, llm=True, rlm="plain"))
+    plain = system_prompt(meta, PromptSettings(30, 20_000, llm=True, rlm="plain", budget=False))
     assert "budget()" not in plain and "Your own tools" not in plain
 
 

@@ -39,8 +39,8 @@ class PromptSettings:
     #: "compact": a short prompt with one worked example, for small local models (prompt
     #: processing dominates their time on a CPU, and long prompts confuse them)
     style: Literal["full", "compact"] = "full"
-    #: ``budget()`` works in this REPL (the prompt says so in one line)
-    budget: bool = False
+    #: advertise ``budget()`` (one line); every REPL a run opens has it
+    budget: bool = True
     #: the host's tools, one prompt line each (signature and first docstring paragraph)
     tools: tuple[str, ...] = ()
 

@@ -2,8 +2,9 @@
 
 :mod:`~recursor.sandbox.framing` moves JSON objects; this module says which objects are frames
 and what they hold. Host -> worker: ``init``, ``exec``, ``get_var``, ``subcall_result``,
-``shutdown``. Worker -> host: ``ready``, ``fatal``, ``result``, ``var``, ``subcall``. Both ends
-(``session.py`` on the host, ``worker.py`` in the sandbox) build and read frames only through
+``tool_result``, ``shutdown``. Worker -> host: ``ready``, ``fatal``, ``result``, ``var``,
+``subcall``, ``tool_call`` (a call of a host tool, :mod:`~recursor.sandbox.hostcall`). Both
+ends (``session.py`` on the host, ``worker.py`` in the sandbox) build and read frames only through
 these records, so the protocol is written down once.
 
 Reading never trusts the other side: :func:`parse` checks the op, that the kind is one the
@@ -18,13 +19,13 @@ such as a child's context, where a NaN can be honest) a non-finite number become
 
 Adding a frame kind is one record; its fields' annotations are its schema::
 
-    @frame("tool_call")
-    class ToolCall(Frame):
+    @frame("progress")
+    class Progress(Frame):
         id: int
-        name: str
-        arguments: dict[str, Any]
+        note: str
+        values: dict[str, Any]
 
-then naming it where it may arrive: ``parse(raw, (Result, Subcall, ToolCall))`` (and in
+then naming it where it may arrive: ``parse(raw, (Result, Subcall, Progress))`` (and in
 :data:`FROM_WORKER` or :data:`TO_WORKER`). Field types may be ``str``, ``int``, ``float``,
 ``bool``, ``None``, ``Any``, ``Literal[...]``, unions, ``list[...]``, ``dict[str, ...]`` and
 dataclasses made of those (checked field by field, the same way).
