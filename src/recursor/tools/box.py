@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Future
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,8 @@ class ToolBox:
         self._sources: list[ToolSource] = []
         self._tools: dict[str, Tool] = {}
         self._loop: LoopThread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
         try:
             for item in items:
                 if isinstance(item, ToolSource):
@@ -101,34 +104,74 @@ class ToolBox:
         return ToolScope(self, ledger, trace, run_id, depth, budget_extra)
 
     def _runner(self) -> LoopThread:
-        if self._loop is None:
-            self._loop = LoopThread("recursor-tools")
-        return self._loop
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the RLM was closed")
+            if self._loop is None:
+                self._loop = LoopThread("recursor-tools")
+            return self._loop
 
     def start(self, tool: Tool, request: ToolRequest, done: Callable[[ToolResponse], None]) -> None:
-        """Run ``tool`` on the loop; ``done`` gets the response (never an exception)."""
+        """Run ``tool``; ``done`` gets the response, once (never an exception)."""
+        once = _Once(done)
         try:
-            runner = self._runner()
-            fut = runner.submit(_call(tool, request, runner.threads))
+            if tool.is_async:
+                self._start_async(tool, request, once)
+            else:
+                self._start_sync(tool, request, once)
         except Exception as exc:  # the box was closed under a running completion
-            done(ToolResponse.failure(f"tool {tool.name!r} cannot run: {exc}"))
-            return
+            once(ToolResponse.failure(f"tool {tool.name!r} cannot run: {exc}"))
 
-        def finished(f: Any) -> None:
+    def _start_async(self, tool: Tool, request: ToolRequest, once: _Once) -> None:
+        """A task on the loop: a timeout cancels it."""
+
+        async def call() -> ToolResponse:
             try:
-                response = f.result()
-            except BaseException as exc:  # cancelled: the box was closed under the call
-                response = ToolResponse.failure(
-                    f"tool {tool.name!r} was stopped ({type(exc).__name__})"
-                )
-            done(response)
+                coro = tool.fn(*request.args, **request.kwargs)
+                value = await asyncio.wait_for(coro, tool.timeout_s)
+            except TimeoutError:
+                return _timed_out(tool, "cancelled")
+            except Exception as exc:
+                return _raised(tool, exc)
+            return _checked(tool, value)
 
-        fut.add_done_callback(finished)
+        def finished(f: Future[ToolResponse]) -> None:
+            try:
+                once(f.result())
+            except BaseException as exc:  # cancelled: the box was closed under the call
+                once(ToolResponse.failure(f"tool {tool.name!r} was stopped ({type(exc).__name__})"))
+
+        self._runner().submit(call()).add_done_callback(finished)
+
+    def _start_sync(self, tool: Tool, request: ToolRequest, once: _Once) -> None:
+        """A daemon thread of the loop's, straight from the caller's thread (no hop through
+        the loop: this is the common case, and each hop costs a wake-up); the watchdog answers
+        at the timeout, and the thread, which nothing can stop, is abandoned."""
+        runner = self._runner()
+
+        def call() -> None:
+            try:
+                value = tool.fn(*request.args, **request.kwargs)
+            except Exception as exc:
+                once(_raised(tool, exc))
+            else:
+                once(_checked(tool, value))
+            cancel()
+
+        cancel: Callable[[], None] = _nothing
+        if tool.timeout_s is not None:
+            cancel = runner.watchdog.after(
+                tool.timeout_s,
+                lambda: once(_timed_out(tool, "abandoned (a sync function cannot be stopped)")),
+            )
+        runner.threads.submit(call)
 
     def close(self) -> None:
         """Stop running calls, close the sources (every one is tried). Idempotent."""
-        loop, self._loop = self._loop, None
-        sources, self._sources = self._sources, []
+        with self._lock:
+            self._closed = True
+            loop, self._loop = self._loop, None
+            sources, self._sources = self._sources, []
         with ExitStack() as stack:
             for source in sources:
                 stack.callback(source.close)
@@ -136,26 +179,39 @@ class ToolBox:
                 stack.callback(loop.close)
 
 
-async def _call(tool: Tool, request: ToolRequest, threads: Executor) -> ToolResponse:
-    """One call of ``tool``, bounded by its timeout, its result checked: always a response."""
-    name = tool.name
+def _nothing() -> None:
+    pass
+
+
+class _Once:
+    """``done``, called the first time only (a timeout and a late result race for it)."""
+
+    def __init__(self, done: Callable[[ToolResponse], None]) -> None:
+        self._done: Callable[[ToolResponse], None] | None = done
+        self._lock = threading.Lock()
+
+    def __call__(self, response: ToolResponse) -> None:
+        with self._lock:
+            done, self._done = self._done, None
+        if done is not None:
+            done(response)
+
+
+def _timed_out(tool: Tool, how: str) -> ToolResponse:
+    return ToolResponse.failure(
+        f"tool {tool.name!r} ran past its timeout_s={tool.timeout_s} and was {how}", "ToolTimeout"
+    )
+
+
+def _raised(tool: Tool, exc: Exception) -> ToolResponse:
+    return ToolResponse.failure(f"tool {tool.name!r} raised {type(exc).__name__}: {exc}")
+
+
+def _checked(tool: Tool, value: Any) -> ToolResponse:
+    """The response carrying ``value``, or an error when JSON cannot carry it."""
     try:
-        if tool.is_async:
-            work = tool.fn(*request.args, **request.kwargs)
-        else:
-            loop = asyncio.get_running_loop()
-            work = loop.run_in_executor(threads, lambda: tool.fn(*request.args, **request.kwargs))
-        value = await asyncio.wait_for(work, tool.timeout_s)
-    except TimeoutError:
-        how = "cancelled" if tool.is_async else "abandoned (a sync function cannot be stopped)"
-        return ToolResponse.failure(
-            f"tool {name!r} ran past its timeout_s={tool.timeout_s} and was {how}", "ToolTimeout"
-        )
-    except Exception as exc:
-        return ToolResponse.failure(f"tool {name!r} raised {type(exc).__name__}: {exc}")
-    try:
-        check_json(value, f"the result of tool {name!r}")
-        check_size(value, f"the result of tool {name!r}")
+        check_json(value, f"the result of tool {tool.name!r}")
+        check_size(value, f"the result of tool {tool.name!r}")
     except (TypeError, ValueError) as exc:
         return ToolResponse.failure(str(exc))
     return ToolResponse(value)
@@ -207,8 +263,10 @@ class ToolScope:
         t0 = time.monotonic()
 
         def finished(response: ToolResponse) -> None:
-            self._record(request, response, time.monotonic() - t0)
-            done(response)
+            try:
+                self._record(request, response, time.monotonic() - t0)
+            finally:
+                done(response)
 
         self._box.start(tool, request, finished)
 

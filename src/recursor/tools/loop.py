@@ -1,7 +1,8 @@
 """An event loop on a daemon thread, and daemon threads for blocking calls.
 
 Tools run on the host, off the threads that watch cells: async tools as tasks of one loop
-(so a timeout cancels them), sync tools on threads that loop hands work to. Those threads are
+(so a timeout cancels them), sync tools on daemon threads with one watchdog for their
+timeouts. Those threads are
 daemons of our own (not ``ThreadPoolExecutor``'s, which the interpreter joins at exit): a sync
 tool that hangs past its timeout is abandoned, and must not keep the process from exiting.
 """
@@ -9,8 +10,10 @@ tool that hangs past its timeout is abandoned, and must not keep the process fro
 from __future__ import annotations
 
 import asyncio
+import heapq
 import queue
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
@@ -80,9 +83,10 @@ class LoopThread:
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
-        #: for sync calls (``loop.run_in_executor(threads, ...)``; asyncio wants a
-        #: ThreadPoolExecutor as its default, whose threads the interpreter joins at exit)
+        #: for sync calls (not ThreadPoolExecutor, whose threads the interpreter joins at exit)
         self.threads = DaemonThreads(f"{name}-sync")
+        #: the timeouts of sync calls
+        self.watchdog = Watchdog()
         self._thread = threading.Thread(target=self._run, daemon=True, name=name)
         self._thread.start()
 
@@ -114,3 +118,61 @@ class LoopThread:
             return  # the loop stopped meanwhile
         self._thread.join(timeout)
         self.threads.shutdown(wait=False)
+        self.watchdog.close()
+
+
+class Watchdog:
+    """Calls each callback at its deadline, from one daemon thread (started at the first
+    :meth:`after`), unless it was cancelled: the timeouts of sync tools, without a timer thread
+    per call."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._heap: list[tuple[float, int, list[Callable[[], None] | None]]] = []
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def after(self, seconds: float, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` in ``seconds`` unless the returned cancel function is called first."""
+        slot: list[Callable[[], None] | None] = [callback]
+        when = time.monotonic() + seconds
+        with self._cv:
+            self._seq += 1
+            heapq.heappush(self._heap, (when, self._seq, slot))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True, name="recursor-wd")
+                self._thread.start()
+            elif self._heap[0][2] is slot:
+                self._cv.notify()  # the new earliest deadline: the thread waits too long
+
+        def cancel() -> None:
+            slot[0] = None
+
+        return cancel
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._closed:
+                    while self._heap and self._heap[0][2][0] is None:
+                        heapq.heappop(self._heap)  # cancelled: dropped without waiting
+                    wait = None if not self._heap else self._heap[0][0] - time.monotonic()
+                    if wait is not None and wait <= 0:
+                        break
+                    self._cv.wait(wait)
+                if self._closed:
+                    return
+                _, _, slot = heapq.heappop(self._heap)
+                callback, slot[0] = slot[0], None
+            if callback is not None:
+                try:
+                    callback()
+                except Exception:  # the callbacks answer a cell; one
+                    pass  # that failed must not stop the timeouts of the others
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._heap.clear()
+            self._cv.notify()
