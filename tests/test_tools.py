@@ -270,3 +270,58 @@ def test_closing_the_rlm_stops_the_tool_loop() -> None:
     rlm.close()
     loop._thread.join(5)
     assert not loop._thread.is_alive()
+
+
+def test_tools_in_acompletion_and_in_a_child_run() -> None:
+    calls: list[str] = []
+
+    def note(who: str) -> str:
+        """Record who called."""
+        calls.append(who)
+        return who.upper()
+
+    child = ScriptedLM([code("FINAL(note('child'))")])
+    root = ScriptedLM([code("a = note('root')\nb = rlm_query('go', context='c')\nFINAL(a + b)")])
+    with make_rlm("subprocess", root, tools=[note], max_depth=2, models_by_depth={1: child}) as rlm:
+        result = asyncio.run(rlm.acompletion("q", "ctx"))
+    assert result.answer == "ROOTCHILD", result.error
+    assert calls == ["root", "child"]
+    depths = [e.depth for e in tool_events(result)]
+    assert depths == [0, 1]
+    assert "`note(who: str) -> str`: Record who called." in child.calls[0][0]["content"]
+
+
+def test_model_code_and_a_tool_share_no_object_in_process() -> None:
+    kept: list[list[int]] = []
+
+    def keep(items: list[int]) -> list[int]:
+        kept.append(items)
+        return items
+
+    body = "mine = [1, 2]\nback = keep(mine)\nmine.append(3)\nback.append(4)\nFINAL(back)"
+    result = run("inprocess", [body], [keep])
+    assert result.answer == "[1, 2, 4]"
+    assert kept == [[1, 2]]  # neither model code's append nor its edit of the result reached it
+
+
+def test_a_cell_out_of_time_while_a_tool_runs_stops_and_the_run_goes_on(env: str) -> None:
+    release = threading.Event()
+
+    def wait() -> str:
+        release.wait(20)
+        return "late"
+
+    t0 = time.monotonic()
+    try:
+        result = run(
+            env,
+            ["wait()", "FINAL('next: ' + str(add(1)))"],
+            [Tool(wait, timeout_s=15), add],
+            limits=Limits(cell_timeout_s=1),
+        )
+    finally:
+        release.set()
+    assert time.monotonic() - t0 < 10
+    assert result.answer == "next: 2", result.error
+    cells = [e for e in result.trace.events if e.type == "cell_ran"]
+    assert cells[0].timed_out
