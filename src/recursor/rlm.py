@@ -139,7 +139,11 @@ class RLM(Closing):
         )
         self.prompt_style: Literal["auto", "full", "compact"] = options.get("prompt_style", "auto")
         # last: it may start MCP servers, which nothing above can then leave running
-        self.tools = ToolBox(options.get("tools") or ())
+        try:
+            self.tools = ToolBox(options.get("tools") or ())
+        except BaseException:
+            self._owned.close(self.sinks)  # a spare worker already started, models made
+            raise
 
     # -- lifetime (what it releases: recursor._lifetime; with/async with: recursor._closing) ----
     def close(self) -> None:

@@ -10,7 +10,9 @@ Frames from the worker are untrusted: read through :mod:`~recursor.sandbox.wire`
 go through :mod:`~recursor.sandbox.pipes`: writes never block the deadline logic, the queue of
 incoming frames is bounded (backpressure), a flood between cells kills the worker, and at most
 :data:`MAX_IN_FLIGHT` sub-calls per session are served at once (more are refused), so forged
-requests cannot make the host start a thread each.
+requests cannot make the host start a thread each. Calls of the host's tools (``tool_call``)
+go to the session's :class:`~recursor.sandbox.hostcall.ToolHandler` the same way, under the
+same bound, and are refused with the cell's sub-calls when it stops.
 
 A session is not tied to one completion: it runs cells until :meth:`WorkerSession.close`
 (idempotent), and a later ``run`` after a lost worker starts a new one. How the worker comes

@@ -77,6 +77,10 @@ class MCPTools(ToolSource):
 
     # -- ToolSource -----------------------------------------------------------------------------
     def open(self) -> list[Tool]:
+        if self._runner is not None:
+            raise ConfigurationError(
+                f"MCP server {self.label} is open already: give each RLM an MCPTools of its own"
+            )
         self._runner = LoopThread("recursor-mcp")
         listed: Future[list[Any]] = Future()
         self._held = self._runner.submit(self._hold(listed))
