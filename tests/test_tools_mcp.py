@@ -142,7 +142,8 @@ def test_the_stdio_server_stops_when_the_rlm_closes(server_file: Path) -> None:
                         parent = f.read().rsplit(")", 1)[1].split()[1]
                 except OSError:
                     continue
-                if str(server_file).encode() in cmd and parent == me:
+                # stdio servers only (the module's HTTP server runs this file with "http")
+                if cmd.endswith(str(server_file).encode() + b"\0") and parent == me:
                     found.add(int(pid))
         return found
 

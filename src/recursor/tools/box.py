@@ -152,7 +152,7 @@ class ToolBox:
         def call() -> None:
             try:
                 value = tool.fn(*request.args, **request.kwargs)
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: the cell must hear of it, not wait
                 once(_raised(tool, exc))
             else:
                 once(_checked(tool, value))
@@ -203,7 +203,7 @@ def _timed_out(tool: Tool, how: str) -> ToolResponse:
     )
 
 
-def _raised(tool: Tool, exc: Exception) -> ToolResponse:
+def _raised(tool: Tool, exc: BaseException) -> ToolResponse:
     return ToolResponse.failure(f"tool {tool.name!r} raised {type(exc).__name__}: {exc}")
 
 
