@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -103,7 +104,9 @@ def main() -> None:
         "benchmark": "tools",
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "cpus": __import__("os").cpu_count(),
+        "cpus": os.cpu_count(),
+        # the machine is shared: the load during the run says how much of it was ours
+        "load_average_before": [round(x, 1) for x in os.getloadavg()],
         "repeats": args.repeats,
         "calls_per_cell": args.calls,
         "targets": {"subprocess": {"tool_sync_p50_us": TARGET_P50_US}},
@@ -114,6 +117,7 @@ def main() -> None:
             report["environments"][name] = measure(env, args.repeats, args.calls)
         finally:
             env.close()
+    report["load_average_after"] = [round(x, 1) for x in os.getloadavg()]
     sub = report["environments"]["subprocess"]["tool_sync"]["p50_us"]
     report["subprocess_meets_target"] = sub <= TARGET_P50_US
     text = json.dumps(report, indent=2)
