@@ -581,3 +581,22 @@ def test_rlm_options_reach_the_rlm_and_an_unknown_keyword_is_a_type_error() -> N
     assert rlm.broker_options.subcall_errors == "raise"
     with pytest.raises(TypeError, match="max_concurency"):
         RLM(ScriptedLM([]), environment="inprocess", max_concurency=3)  # type: ignore[call-arg]
+
+
+def test_host_tools_and_budget(env: str) -> None:
+    def scale(values: list[float], by: float = 2.0) -> list[float]:
+        """Multiply each value."""
+        if by == 0:
+            raise ValueError("by must not be 0")
+        return [v * by for v in values]
+
+    body = (
+        "r = scale([1, 2.5])\ntry:\n    scale([1], by=0)\nexcept Exception as e:\n"
+        "    print(type(e).__name__, e)\nprint(budget()['tool_calls'])\nFINAL(r)"
+    )
+    root = ScriptedLM([code(body)])
+    result = make_rlm(env, root, tools=[scale]).completion("q", context="c")
+    assert result.answer == "[2.0, 5.0]", result.error
+    shown = result.trace.of(CellRan)[0].stdout
+    assert "ToolError tool 'scale' raised ValueError: by must not be 0" in shown
+    assert "9998" in shown

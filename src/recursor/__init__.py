@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from recursor.limits import Limits
     from recursor.lm.base import LMProfile
     from recursor.rlm import RLM, RLMResult
+    from recursor.tools import MCPTools, Tool
     from recursor.usage import Pricing, Usage, UsageReport
 
 _EXPORTS = {
@@ -32,6 +33,8 @@ _EXPORTS = {
     "Pricing": "recursor.usage",
     "Usage": "recursor.usage",
     "UsageReport": "recursor.usage",
+    "Tool": "recursor.tools",
+    "MCPTools": "recursor.tools",
 }
 
 __all__ = [
@@ -39,11 +42,13 @@ __all__ = [
     "LMProfile",
     "LimitExceeded",
     "Limits",
+    "MCPTools",
     "ModelLimits",
     "Pricing",
     "RLMResult",
     "RecursorError",
     "RetryPolicy",
+    "Tool",
     "Usage",
     "UsageReport",
 ]

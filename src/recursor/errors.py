@@ -4,6 +4,7 @@
     ├── ConfigurationError        bad arguments, unknown model or environment
     │   ├── ModelNotInstalled         an embedded model's part packages are missing
     │   ├── RLMClosed                 the RLM was closed (``close()``, or its ``with`` ended)
+    │   ├── ToolNameError             a tool whose name the REPL cannot bind (shadows, invalid)
     │   └── ModelIntegrityError       an embedded model file has the wrong size or sha256
     ├── ContextError              a context that cannot be loaded or shipped to a REPL
     ├── LimitExceeded             a budget ran out (``.limit`` names it)
@@ -13,12 +14,15 @@
     │   ├── BatchLimitExceeded        max_batch (one batched sub-call, refused whole)
     │   ├── TokenLimitExceeded        max_tokens (input + output, whole tree)
     │   ├── CostLimitExceeded         max_cost_usd (whole tree, priced calls only)
+    │   ├── ToolLimitExceeded         max_tool_calls (whole tree)
     │   ├── RunTimeout                timeout_s (whole run, wall clock)
     │   └── CellTimeout               cell_timeout_s (one cell)
     ├── SandboxError              the REPL could not be started or talked to
     │   ├── WorkerCrashed             the worker process died
     │   └── ProtocolError             a malformed frame on the worker channel
     ├── SubcallError              a sub-call failed (raised inside model code, or for a child run)
+    ├── ToolError                 a host tool failed (raised inside model code)
+    │   └── ToolTimeout               it ran past its ``timeout_s`` and was cancelled
     ├── LMError                   a model call failed, mapped at the provider boundary
     │   ├── AuthenticationError
     │   ├── RateLimitError            (``.retry_after`` seconds when the server said)
@@ -92,6 +96,10 @@ class CostLimitExceeded(LimitExceeded):
     limit = "max_cost_usd"
 
 
+class ToolLimitExceeded(LimitExceeded):
+    limit = "max_tool_calls"
+
+
 class RunTimeout(LimitExceeded):
     limit = "timeout_s"
     stop_reason = "timeout"
@@ -116,6 +124,14 @@ class ProtocolError(SandboxError):
 
 class SubcallError(RecursorError):
     """A sub-call (llm_query, rlm_query, a child run) failed."""
+
+
+class ToolError(RecursorError):
+    """A host tool raised, was unknown, or took or returned what JSON cannot carry."""
+
+
+class ToolTimeout(ToolError):
+    """A host tool ran past its ``timeout_s``: cancelled (async) or abandoned (sync)."""
 
 
 class LMError(RecursorError):
@@ -193,3 +209,8 @@ class ModelNotInstalled(ConfigurationError):
 
 class ModelIntegrityError(ConfigurationError):
     """An embedded model file does not have the pinned size or sha256 (never loaded then)."""
+
+
+class ToolNameError(ConfigurationError):
+    """A tool named like a REPL name (``context``, ``FINAL``, ...), a builtin or a keyword, or
+    not an identifier, or two tools of one name: refused when the RLM is made."""

@@ -20,6 +20,7 @@ from recursor.errors import (
     RunTimeout,
     SubcallLimitExceeded,
     TokenLimitExceeded,
+    ToolLimitExceeded,
 )
 from recursor.usage import Usage, UsageReport
 
@@ -52,6 +53,9 @@ class Limits:
     cell_timeout_s: float | None = 60.0
     #: characters of stdout / stderr / traceback fed back per cell (head + tail kept)
     max_output_chars: int = 20_000
+    #: calls of the host's tools (``RLM(tools=...)``) by the whole tree; more raise
+    #: ToolLimitExceeded in the cell (each call is a trace event the host keeps)
+    max_tool_calls: int | None = 10_000
 
     def __post_init__(self) -> None:
         if self.max_iterations < 1:
@@ -65,6 +69,7 @@ class Limits:
             "max_cost_usd",
             "timeout_s",
             "cell_timeout_s",
+            "max_tool_calls",
         ):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -83,6 +88,8 @@ class Ledger:
         self._by_model: dict[str, Usage] = {}
         self._total = Usage()
         self._subcalls = 0
+        self._tool_calls = 0
+        self._tools_refused = False
         #: dollars set aside for priced calls in flight (see :meth:`reserve_cost`)
         self._reserved_cost = 0.0
         #: every limit that refused something, in order (for the trace and the result)
@@ -143,6 +150,48 @@ class Ledger:
                 )
             )
         return granted
+
+    def reserve_tool_call(self) -> None:
+        """Count one tool call, or raise ToolLimitExceeded (noted) when none is left."""
+        cap = self.limits.max_tool_calls
+        with self._lock:
+            if cap is None or self._tool_calls < cap:
+                self._tool_calls += 1
+                return
+            first = not self._tools_refused
+            self._tools_refused = True
+        exc = ToolLimitExceeded(f"max_tool_calls={cap}: every tool call was used")
+        if first:  # noted once: a cell looping on a refused tool must not grow the hits
+            self._note(exc)
+        raise exc
+
+    @property
+    def tool_calls(self) -> int:
+        with self._lock:
+            return self._tool_calls
+
+    def left(self) -> dict[str, float | int | None]:
+        """What is left of the tree-wide budgets now (None: unlimited); ``budget()`` in the
+        REPL adds the run's own iterations and depth."""
+        lim = self.limits
+        with self._lock:
+            tokens = self._total.total_tokens
+            cost = (self._total.cost_usd or 0.0) + self._reserved_cost
+            subcalls, tools = self._subcalls, self._tool_calls
+
+        def rest(cap: float | None, used: float) -> float | None:
+            return None if cap is None else max(0, cap - used)
+
+        seconds = self.remaining()
+        return {
+            "subcalls": rest(lim.max_subcalls, subcalls),
+            "tool_calls": rest(lim.max_tool_calls, tools),
+            "tokens": rest(lim.max_tokens, tokens),
+            "cost_usd": None
+            if lim.max_cost_usd is None
+            else round(max(0.0, lim.max_cost_usd - cost), 6),
+            "seconds": None if seconds is None else round(seconds, 3),
+        }
 
     def release_subcalls(self, n: int) -> None:
         """Give back ``n`` reserved sub-calls that were never made (cancelled before starting)."""

@@ -22,6 +22,7 @@ from recursor.lm.registry import DEFAULT_MODEL
 from recursor.result import RLMResult
 from recursor.sandbox.base import Environment
 from recursor.streaming import astream_run, stream_run
+from recursor.tools import ToolBox, ToolItem
 from recursor.trace import Event, Sink
 from recursor.trace.redact import register_secrets_of
 from recursor.tree import Tree, drive_async
@@ -67,6 +68,9 @@ class RLMOptions(TypedDict, total=False):
     prompt_style: Literal["auto", "full", "compact"]
     #: compact a root's history past this share of its model's window (default 0.8; None: never)
     compact_at: float | None
+    #: the caller's functions (or :class:`~recursor.tools.Tool`, :class:`~recursor.tools.MCPTools`)
+    #: model code may call by name; they run on the host
+    tools: list[ToolItem] | None
 
 
 class RLM(Closing):
@@ -84,6 +88,11 @@ class RLM(Closing):
     in memory; a path: also a SQLite file shared across runs; False: off);
     ``context_windows`` overrides the input-token windows of the models' profiles, by model
     name (:func:`recursor.lm.profile_of`); the root is told each sub-model's capacity from it.
+
+    Tools: ``tools=[fn, Tool(fn, name=..., timeout_s=...), MCPTools.stdio(...)]`` are host
+    functions model code calls by name in every environment, with JSON arguments and results
+    (:mod:`recursor.tools`); each call counts against ``Limits.max_tool_calls`` and is traced.
+    MCP servers are connected here and disconnected by :meth:`close`.
 
     Lifetime: ``with RLM(...) as rlm:`` (or ``async with``, or :meth:`close`/:meth:`aclose`)
     releases what the RLM created: the environment it made from a name (its spare worker,
@@ -138,15 +147,27 @@ class RLM(Closing):
         )
         self.prompt_style: Literal["auto", "full", "compact"] = options.get("prompt_style", "auto")
         self.compact_at: float | None = options.get("compact_at", 0.8)
+        # last: it may start MCP servers, which nothing above can then leave running
+        try:
+            self.tools = ToolBox(options.get("tools") or ())
+        except BaseException:
+            self._owned.close(self.sinks)  # a spare worker already started, models made
+            raise
 
     # -- lifetime (what it releases: recursor._lifetime; with/async with: recursor._closing) ----
     def close(self) -> None:
         """Release what this RLM created; stop its running completions. Idempotent."""
-        self._owned.close(self.sinks)
+        try:
+            self._owned.close(self.sinks)
+        finally:
+            self.tools.close()
 
     async def aclose(self) -> None:
         """:meth:`close` from async code (also closes its models' async clients of this loop)."""
-        await self._owned.aclose(self.sinks)
+        try:
+            await self._owned.aclose(self.sinks)
+        finally:
+            await in_daemon_thread(self.tools.close)
 
     def style_for(self, lm: LM) -> Literal["full", "compact"]:
         """ "auto": the style of the model's profile (the compact one for small local models,

@@ -47,6 +47,7 @@ from recursor.lm.base import LM, CallHints, Completion, Message
 from recursor.lm.profile import streaming_of
 from recursor.result import RLMResult
 from recursor.sandbox.base import Environment, Session, SessionSpec, SubcallHandler
+from recursor.tools import ToolBox, ToolScope
 from recursor.trace import CellStarted, ModelDelta, RunFinished, RunStarted, Sink, Trace
 from recursor.trace.redact import redact_config
 
@@ -67,6 +68,7 @@ class Owner(Protocol):
     sinks: list[Sink]
     #: compact a root's history past this share of its model's window (None: never)
     compact_at: float | None
+    tools: ToolBox
 
     def lm_for_depth(self, depth: int) -> LM: ...
 
@@ -177,7 +179,9 @@ class Node:
         """Open this node's own REPL and start its engine."""
         broker = Broker(self.broker_scope())
         background = self.background_calls(broker)
-        spec = SessionSpec(self.context, broker, self.depth, background=background)
+        spec = SessionSpec(
+            self.context, broker, self.depth, background=background, tools=self.tool_scope()
+        )
         self.start(self.tree.rlm.environment.open(spec), background=background)
 
     def broker_scope(self) -> BrokerScope:
@@ -195,6 +199,16 @@ class Node:
             run_child=self._run_child,
             fatal=tree.fatal,
             cancel=tree.cancel,
+        )
+
+    def tool_scope(self) -> ToolScope:
+        """The host's tools and ``budget()`` as this node's REPL sees them (booked in its tree)."""
+        return self.tree.rlm.tools.scope(
+            ledger=self.tree.ledger,
+            trace=self.tree.trace,
+            run_id=self.run_id,
+            depth=self.depth,
+            budget_extra=self._budget_extra,
         )
 
     def background_calls(self, handler: SubcallHandler, *, first_id: int = 1) -> BackgroundCalls:
@@ -230,6 +244,8 @@ class Node:
             rlm=rlm.plan.rlm_query(self.depth),
             sub_chars=rlm.sub_chars(sub),
             style=rlm.style_for(self.lm),
+            budget=True,
+            tools=tuple(rlm.tools.prompt_lines()),
         )
         self.engine = Engine(
             query=self.query,
@@ -262,6 +278,7 @@ class Node:
                         "limits": asdict(tree.limits),
                         "prompt_version": settings.version,
                         "prompt_style": settings.style,
+                        "tools": list(rlm.tools.names),
                     }
                 ),
             )
@@ -271,6 +288,14 @@ class Node:
         at = self.tree.rlm.compact_at
         window = self.tree.rlm.broker_options.context_window(self.lm)
         return None if at is None or window is None else Compaction(window, at)
+
+    def _budget_extra(self) -> dict[str, int]:
+        """The run's own part of ``budget()``: its iterations and the depth below it."""
+        used = 0 if self.engine is None else self.engine.iterations
+        return {
+            "iterations": max(0, self.tree.limits.max_iterations - used),
+            "depth": max(0, self.tree.rlm.max_depth - self.depth),
+        }
 
     def _run_child(
         self, prompt: str, context: Any, depth: int, cancel: Cancel

@@ -116,21 +116,43 @@ def test_a_kind_the_state_does_not_allow_is_a_protocol_error() -> None:
 def test_a_new_frame_kind_is_one_record(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wire, "FRAMES", dict(wire.FRAMES))
 
-    @wire.frame("tool_call")
-    class ToolCall(wire.Frame):
+    @wire.frame("grep_call")
+    class GrepCall(wire.Frame):
         id: int
         name: str
         arguments: dict[str, Any]
 
-    raw = {"op": "tool_call", "id": 1, "name": "grep", "arguments": {"q": "x"}}
-    call = wire.parse(raw, (wire.Result, ToolCall))
-    assert call == ToolCall(1, "grep", {"q": "x"}) and call.to_wire() == raw
+    raw = {"op": "grep_call", "id": 1, "name": "grep", "arguments": {"q": "x"}}
+    call = wire.parse(raw, (wire.Result, GrepCall))
+    assert call == GrepCall(1, "grep", {"q": "x"}) and call.to_wire() == raw
     with pytest.raises(ProtocolError):
-        wire.parse({**raw, "id": "1"}, (ToolCall,))
+        wire.parse({**raw, "id": "1"}, (GrepCall,))
     with pytest.raises(ProtocolError):  # not expected in this state
         wire.parse(raw, wire.FROM_WORKER)
     with pytest.raises(ValueError):  # an op is defined once
-        wire.frame("tool_call")(type("Again", (wire.Frame,), {"__annotations__": {}}))
+        wire.frame("grep_call")(type("Again", (wire.Frame,), {"__annotations__": {}}))
+
+
+def test_tool_frames_carry_json_values_and_refuse_the_wrong_shape() -> None:
+    raw = {
+        "op": "tool_call",
+        "id": 3,
+        "request": {"name": "lookup", "args": [1, [2.5]], "kwargs": {"k": None}},
+    }
+    call = wire.parse(raw, wire.FROM_WORKER)
+    assert isinstance(call, wire.ToolCall) and call.request.args == [1, [2.5]]
+    assert call.to_wire() == raw
+    for bad in ({"args": "x"}, {"kwargs": []}, {"name": 5}, {"extra": 1}):
+        with pytest.raises(ProtocolError):
+            wire.parse({**raw, "request": {**raw["request"], **bad}}, wire.FROM_WORKER)
+    result = {
+        "op": "tool_result",
+        "id": 3,
+        "response": {"value": {"a": 1}, "error": None, "error_type": None},
+    }
+    assert wire.parse(result, wire.TO_WORKER).to_wire() == result
+    with pytest.raises(ProtocolError):  # the host's answer is never the worker's to send
+        wire.parse(result, wire.FROM_WORKER)
 
 
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])

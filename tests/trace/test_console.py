@@ -74,3 +74,22 @@ def test_close_stops_the_live_tree() -> None:
     sink.close()
     sink.close()  # idempotent
     assert sink._live is None
+
+
+def test_tool_calls_are_counted_under_their_iteration() -> None:
+    def lookup(key: str) -> str:
+        """A lookup that knows one key."""
+        if key != "a":
+            raise KeyError(key)
+        return "A"
+
+    buf = io.StringIO()
+    body = "x = [lookup('a') for _ in range(3)]\ntry:\n    lookup('b')\nexcept Exception:\n    pass"
+    rlm = RLM(
+        ScriptedLM([code(body), code("FINAL(x)")]),
+        environment="inprocess",
+        sinks=[ConsoleSink(Console(file=buf, width=120))],
+        tools=[lookup],
+    )
+    rlm.completion("q", context="c")
+    assert "tools: lookup ×4 · 1 failed" in buf.getvalue()

@@ -291,3 +291,34 @@ def test_a_broken_trace_still_renders_with_a_clear_message(tmp_path: Path) -> No
     odd.write_text('{"type": "run_started", "run_id": "r", "t": 1, "parent_id": null}\n')
     dom = _chromium(tmp_path, "--dump-dom", write_html(odd).resolve().as_uri()).stdout
     assert "This trace could not be shown." in dom and "The viewer failed on this trace" in dom
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (make installs it)")
+def test_tool_calls_are_shown_by_their_cell(tmp_path: Path) -> None:
+    from recursor import RLM
+    from recursor.trace import JsonlSink
+
+    def lookup(key: str) -> str:
+        """Look a key up."""
+        if key == "x":
+            raise KeyError("no x")
+        return key.upper()
+
+    body = "a = [lookup(k) for k in 'ab']\ntry:\n    lookup('x')\nexcept Exception:\n    pass"
+    trace = tmp_path / "run.jsonl"
+    with JsonlSink(trace) as sink:
+        rlm = RLM(
+            ScriptedLM([code(body), code("FINAL(a)")]),
+            environment="inprocess",
+            sinks=[sink],
+            tools=[lookup],
+        )
+        rlm.completion("q", context="c")
+    dom = _chromium(
+        tmp_path, "--dump-dom", write_html(trace, tmp_path / "run.html").as_uri()
+    ).stdout
+    assert 'data-rendered="true"' in dom
+    assert ">3 tool calls<" in dom
+    assert 'tool lookup([["a"], {}])' in dom and '→ "A"' in dom
+    assert "ToolError: tool 'lookup' raised KeyError: 'no x'" in dom

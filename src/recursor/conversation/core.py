@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
@@ -51,6 +52,8 @@ from recursor.sandbox.base import (
     SubcallRequest,
 )
 from recursor.sandbox.base import SubcallResponse as Response
+from recursor.sandbox.hostcall import ToolRequest, ToolResponse
+from recursor.tools import ToolScope
 from recursor.tree import Node, Owner, Place, Tree, drive_async, drive_sync
 from recursor.usage import Usage, UsageReport
 
@@ -111,7 +114,15 @@ class Conversation(Closing):
         #: the running ask's background calls (``llm_query_async``...), and the next handle id
         self._background: BackgroundCalls | None = None
         self._next_handle = 1
-        spec = SessionSpec(self._context, self._serve, 0, background=self._serve_background)
+        #: the running ask's tool scope (tools and budget() are booked in the ask's tree)
+        self._tools: ToolScope | None = None
+        spec = SessionSpec(
+            self._context,
+            self._serve,
+            0,
+            background=self._serve_background,
+            tools=_AskTools(rlm.tools.names, lambda: self._tools),
+        )
         self._session: Session = rlm.environment.open(spec)
         try:
             self._session.bind("history", [], deadline=None)
@@ -249,10 +260,12 @@ class Conversation(Closing):
         node = Node(tree, query, self._context, Place(0, None, tree.cancel))
         self._broker = Broker(node.broker_scope())
         self._background = node.background_calls(self._broker, first_id=self._next_handle)
+        self._tools = node.tool_scope()
         node.start(self._session, preface=self._preface(), background=self._background)
         return tree, node
 
     def _end(self, tree: Tree) -> None:
+        self._tools = None
         background, self._background = self._background, None
         if background is not None:  # pending calls of the ask are cancelled with it
             self._next_handle = background.next_id
@@ -424,6 +437,25 @@ class Conversation(Closing):
             ]
         self._session.bind("history", self.history, deadline=None)
         return report
+
+
+class _AskTools:
+    """A conversation's REPL outlives its asks: its tool calls go to the running ask's scope."""
+
+    def __init__(self, names: tuple[str, ...], current: Callable[[], ToolScope | None]) -> None:
+        self._names = names
+        self._current = current
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self._names
+
+    def submit(self, request: ToolRequest, done: Callable[[ToolResponse], None]) -> None:
+        scope = self._current()
+        if scope is None:  # a thread model code left running after its ask
+            done(ToolResponse.failure("no ask of this session is running"))
+            return
+        scope.submit(request, done)
 
 
 def resume(

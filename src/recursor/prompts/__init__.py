@@ -39,6 +39,20 @@ class PromptSettings:
     #: "compact": a short prompt with one worked example, for small local models (prompt
     #: processing dominates their time on a CPU, and long prompts confuse them)
     style: Literal["full", "compact"] = "full"
+    #: advertise ``budget()`` (one line); every REPL a run opens has it
+    budget: bool = True
+    #: the host's tools, one prompt line each (signature and first docstring paragraph)
+    tools: tuple[str, ...] = ()
+
+
+def _host_functions(s: PromptSettings) -> str:
+    """The lines for ``budget()`` and the caller's tools, after the REPL's own names."""
+    parts = []
+    if s.budget:
+        parts.append(template("functions_budget", s.version).template)
+    if s.tools:
+        parts.append(template("functions_tools", s.version).substitute(tools="\n".join(s.tools)))
+    return "".join("\n" + p for p in parts)
 
 
 def system_prompt(meta: ContextMeta, s: PromptSettings) -> str:
@@ -57,7 +71,7 @@ def system_prompt(meta: ContextMeta, s: PromptSettings) -> str:
             template("compact_system", v)
             .substitute(
                 common,
-                functions=functions,
+                functions=functions + _host_functions(s),
                 max_output_chars=f"{s.max_output_chars:,}",
             )
             .replace("\n\n- `FINAL_VAR", "\n- `FINAL_VAR")
@@ -74,6 +88,7 @@ def system_prompt(meta: ContextMeta, s: PromptSettings) -> str:
         functions = template("functions_none", v).substitute(common)
         strategy = template("strategy_none", v).template
         example = template("example_none", v).template
+    functions += _host_functions(s)
     return template("system", v).substitute(
         functions=functions,
         subcall_strategy=strategy,

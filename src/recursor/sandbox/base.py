@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 from recursor.context import Context, ContextMeta
+from recursor.sandbox.hostcall import ToolHandler
 
 SubcallKind = Literal["llm", "rlm"]
 
@@ -158,6 +159,8 @@ class SessionSpec:
     depth: int = 0
     #: serves ``llm_query_async`` and the other background functions (None: not offered)
     background: BackgroundHandler | None = None
+    #: serves the REPL's tool calls and ``budget()`` (None: no tools, and budget() fails)
+    tools: ToolHandler | None = None
 
 
 class Session(Protocol):

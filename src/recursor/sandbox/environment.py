@@ -177,6 +177,7 @@ class WorkerEnvironment:
             rlimits=self.limits.as_rlimits(size),
             sandbox=self.sandbox_config(),
             source=spec.context.source,
+            tools=None if spec.tools is None else list(spec.tools.names),
         )
 
     def sandbox_config(self) -> dict[str, Any] | None:

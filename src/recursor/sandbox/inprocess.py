@@ -44,7 +44,8 @@ from recursor.sandbox.base import (
     SubcallRequest,
     SubcallResponse,
 )
-from recursor.sandbox.repl import CellInterrupted, Repl
+from recursor.sandbox.hostcall import ToolRequest, ToolResponse, copy_json
+from recursor.sandbox.repl import CellInterrupted, HostCalls, Repl
 
 T = TypeVar("T")
 
@@ -118,10 +119,33 @@ class InProcessSession:
 
     def _new_repl(self) -> Repl:
         background = self._call_background if self._spec.background is not None else None
-        repl = Repl(self._value, self._call_host, own_process=False, call_background=background)
+        host = HostCalls(
+            self._call_host,
+            background,
+            self._call_tool,
+            () if self._spec.tools is None else self._spec.tools.names,
+        )
+        repl = Repl(self._value, host, own_process=False)
         for name, value in self._bound.items():  # bound values outlive a restart, as context does
             repl.bind(name, value)
         return repl
+
+    def _call_tool(self, request: ToolRequest) -> ToolResponse:
+        """A tool call, with the same JSON copies a worker channel would make (the tool cannot
+        reach model code's objects, nor model code the tool's), waited for in short slices so
+        an interrupt still reaches the cell."""
+        tools = self._spec.tools
+        if tools is None:
+            return ToolResponse.failure("this REPL has no tools")
+        fut: Future[ToolResponse] = Future()
+        copied = ToolRequest(request.name, copy_json(request.args), copy_json(request.kwargs))
+        tools.submit(copied, fut.set_result)
+        while True:
+            try:
+                response = fut.result(timeout=0.05)
+            except TimeoutError:
+                continue
+            return ToolResponse(copy_json(response.value), response.error, response.error_type)
 
     def _call_host(self, request: SubcallRequest) -> SubcallResponse:
         return self._off_thread(lambda: self._spec.handler(request))

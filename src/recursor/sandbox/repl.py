@@ -12,8 +12,9 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from recursor import errors
@@ -27,6 +28,10 @@ from recursor.sandbox.base import (
     SubcallRequest,
     SubcallResponse,
 )
+from recursor.sandbox.hostcall import BUDGET, ToolRequest, ToolResponse, check_json, check_size
+
+#: sends one host call (a tool, or ``budget``) and waits for its response
+ToolCaller = Callable[[ToolRequest], ToolResponse]
 
 #: names the system prompt advertises; restored after any cell that rebinds them
 RESERVED = (
@@ -39,6 +44,7 @@ RESERVED = (
     "FINAL",
     "FINAL_VAR",
     "answer",
+    "budget",
 )
 #: the background functions, offered when the environment serves them (also protected)
 BACKGROUND_NAMES = (
@@ -185,19 +191,26 @@ class Handle:
         return f"<background call #{self.id} {state}>"
 
 
+@dataclass(frozen=True, slots=True)
+class HostCalls:
+    """How a REPL reaches its host: sub-calls always; background calls and tools (with
+    ``budget()``) where the host serves them."""
+
+    subcall: SubcallHandler
+    background: BackgroundHandler | None = None
+    tool: ToolCaller | None = None
+    #: the host's tools, bound by name
+    tools: Sequence[str] = ()
+
+
 class Repl:
     """A persistent namespace with ``context`` and the sub-call functions bound in."""
 
-    def __init__(
-        self,
-        context: Any,
-        call_host: SubcallHandler,
-        *,
-        own_process: bool,
-        call_background: BackgroundHandler | None = None,
-    ) -> None:
-        self._call_host = call_host
-        self._call_background = call_background
+    def __init__(self, context: Any, host: HostCalls, *, own_process: bool) -> None:
+        self._call_host = host.subcall
+        self._call_background = call_background = host.background
+        self._call_tool = host.tool
+        tools = host.tools
         self._own_process = own_process
         self._final: str | None = None
         self._cells = 0
@@ -212,6 +225,7 @@ class Repl:
             "SHOW_VARS": self._show_vars,
             "FINAL": self._final_value,
             "FINAL_VAR": self._final_var,
+            BUDGET: self._budget,
         }
         if call_background is not None:
             self._reserved.update(
@@ -223,6 +237,8 @@ class Repl:
                     "as_completed": self._as_completed,
                 }
             )
+        # the host's tools are protected like the names above (restored when rebound)
+        self._reserved.update({name: self._tool_function(name) for name in tools})
         self.ns.update(self._reserved)
         self.ns["answer"] = {"content": None, "ready": False}
         self.ns["input"] = _no_input
@@ -341,6 +357,32 @@ class Repl:
             for h in done:
                 pending.remove(h)
                 yield h
+
+    def _host_call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self._call_tool is None:
+            raise RuntimeError(f"{name}(): this REPL has no host to ask")
+        check_json(list(args), f"{name}(): argument list")
+        check_json(kwargs, f"{name}(): keyword arguments")
+        request = ToolRequest(name, list(args), dict(kwargs))
+        check_size([request.args, request.kwargs], f"{name}(): the arguments")
+        response = self._call_tool(request)
+        if response.error is not None:
+            cls = getattr(errors, response.error_type or "", None)
+            if not (isinstance(cls, type) and issubclass(cls, errors.RecursorError)):
+                cls = errors.ToolError
+            raise cls(response.error)
+        return response.value
+
+    def _tool_function(self, name: str) -> Callable[..., Any]:
+        def tool(*args: Any, **kwargs: Any) -> Any:
+            return self._host_call(name, args, kwargs)
+
+        tool.__name__ = tool.__qualname__ = name
+        tool.__doc__ = f"The host's tool {name!r}: JSON arguments in, a JSON value out."
+        return tool
+
+    def _budget(self) -> dict[str, Any]:
+        return dict(self._host_call(BUDGET, (), {}))
 
     def _show_vars(self) -> None:
         rows = []

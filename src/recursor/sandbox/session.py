@@ -10,7 +10,9 @@ Frames from the worker are untrusted: read through :mod:`~recursor.sandbox.wire`
 go through :mod:`~recursor.sandbox.pipes`: writes never block the deadline logic, the queue of
 incoming frames is bounded (backpressure), a flood between cells kills the worker, and at most
 :data:`MAX_IN_FLIGHT` sub-calls per session are served at once (more are refused), so forged
-requests cannot make the host start a thread each.
+requests cannot make the host start a thread each. Calls of the host's tools (``tool_call``)
+go to the session's :class:`~recursor.sandbox.hostcall.ToolHandler` the same way, under the
+same bound, and are refused with the cell's sub-calls when it stops.
 
 A session is not tied to one completion: it runs cells until :meth:`WorkerSession.close`
 (idempotent), and a later ``run`` after a lost worker starts a new one. How the worker comes
@@ -40,6 +42,7 @@ from recursor.sandbox.base import (
 )
 from recursor.sandbox.framing import Channel
 from recursor.sandbox.hardening import Measure
+from recursor.sandbox.hostcall import ToolResponse
 from recursor.sandbox.launch import Launched, WorkerProcess
 from recursor.sandbox.pipes import Event, Inbox, Outbox
 from recursor.sandbox.stderr_tail import StderrTail
@@ -75,7 +78,7 @@ class WorkerSource(Protocol):
 
 
 _Event = Event
-_CELL_FRAMES = (wire.Result, wire.Subcall, wire.Background)
+_CELL_FRAMES = (wire.Result, wire.Subcall, wire.Background, wire.ToolCall)
 #: sub-calls of one session served at once (a thread each, waiting on the broker); more are
 #: refused with an error, so a worker cannot make the host start a thread per forged request
 MAX_IN_FLIGHT = 64
@@ -107,6 +110,8 @@ class WorkerSession:
         self._cell = Cancel()
         #: values bound with :meth:`bind`: sent again to a restarted worker, as context is
         self._bound: dict[str, Any] = {}
+        #: the cell's tool calls being served: host token -> the worker's request id
+        self._tools_pending: dict[int, int] = {}
         self._start()
 
     @property
@@ -227,6 +232,7 @@ class WorkerSession:
     def _run(self, code: str, *, deadline: float | None, output_limit: int) -> CellResult:
         # under the caller's scope: a child RLM stopped by its parent stops its cells too
         cell = self._cell = Cancel(current())
+        self._tools_pending = {}
         assert self._inbox is not None
         self._inbox.busy(True)
         try:
@@ -279,6 +285,9 @@ class WorkerSession:
             else:
                 assert isinstance(extra, SubcallResponse)
                 self._send(wire.SubcallResult(ident, extra))
+        elif kind == "tool_done" and isinstance(payload, int) and payload in self._tools_pending:
+            assert isinstance(extra, ToolResponse)
+            self._send(wire.ToolResult(self._tools_pending.pop(payload), extra))
         elif kind in ("eof", "broken"):
             broken = payload if kind == "broken" else None
             result = self._worker_gone(cell, broken=broken, output_limit=output_limit)
@@ -310,6 +319,9 @@ class WorkerSession:
             return frame.cell
         if isinstance(frame, wire.Background):
             self._on_background(frame, pending, cell)
+            return None
+        if isinstance(frame, wire.ToolCall):
+            self._serve_tool(frame)
             return None
         assert isinstance(frame, wire.Subcall)
         if len(pending) >= MAX_IN_FLIGHT:
@@ -365,12 +377,34 @@ class WorkerSession:
 
         threading.Thread(target=work, daemon=True).start()
 
+    def _serve_tool(self, frame: wire.ToolCall) -> None:
+        """Start a tool call (the handler answers on a thread of its own, through the inbox)."""
+        tools = self._spec.tools
+        if tools is None:
+            self._refuse_tool(frame.id, "this REPL has no tools", "ToolError")
+            return
+        if len(self._tools_pending) >= MAX_IN_FLIGHT:
+            why = f"more than {MAX_IN_FLIGHT} tool calls of this REPL are in flight"
+            self._refuse_tool(frame.id, why, "ToolLimitExceeded")
+            return
+        token = next(self._tokens)
+        self._tools_pending[token] = frame.id
+        inbox = self._inbox
+        assert inbox is not None
+        tools.submit(frame.request, lambda response: inbox.put(("tool_done", token, response)))
+
+    def _refuse_tool(self, ident: int, why: str, kind: str = "CellTimeout") -> None:
+        self._send(wire.ToolResult(ident, ToolResponse.failure(f"cancelled: {why}", kind)))
+
     def _interrupt(self, pending: dict[int, tuple[int, int]], output_limit: int) -> CellResult:
         """The deadline passed: cancel its sub-calls, SIGINT, then kill if it does not yield."""
         self._cell.set(self._cell.reason or "the cell ran out of time")
         for ident, n in pending.values():
             self._refuse(ident, n)
         pending.clear()
+        for ident in self._tools_pending.values():
+            self._refuse_tool(ident, "the cell ran out of time")
+        self._tools_pending.clear()
         if self._launched is not None:
             self._source.interrupt(self._launched)
         until = time.monotonic() + self._source.grace_s
@@ -386,9 +420,8 @@ class WorkerSession:
             if isinstance(payload, wire.Result):
                 payload.cell.timed_out = True
                 return payload.cell
-            if not isinstance(payload, wire.Subcall | wire.Background):
+            if not self._refuse_late(payload):
                 break  # a frame this state does not allow: the worker is killed below
-            self._refuse(payload.id, _prompts_of(payload))
         cell = self._lost(
             "the cell ran past its time limit and did not stop when interrupted; "
             "the REPL was killed",
@@ -396,6 +429,16 @@ class WorkerSession:
         )
         cell.timed_out = True
         return cell
+
+    def _refuse_late(self, frame: object) -> bool:
+        """Refuse a request sent while the cell is being stopped; False for any other frame."""
+        if isinstance(frame, wire.ToolCall):
+            self._refuse_tool(frame.id, "the cell ran out of time")
+        elif isinstance(frame, wire.Subcall | wire.Background):
+            self._refuse(frame.id, _prompts_of(frame))
+        else:
+            return False
+        return True
 
     def _refuse(
         self, ident: int, n: int, why: str = "the cell ran out of time", kind: str = "CellTimeout"
@@ -476,6 +519,9 @@ class WorkerSession:
             if isinstance(got, wire.Background):
                 status = BackgroundStatus.refusal("no cell is running", "SubcallError")
                 self._send(wire.BackgroundResult(got.id, status))
+                continue
+            if isinstance(got, wire.ToolCall):
+                self._refuse_tool(got.id, "no cell is running", "ToolError")
                 continue
             if isinstance(got, wire.Var):
                 return got.value

@@ -2,8 +2,9 @@
 
 :mod:`~recursor.sandbox.framing` moves JSON objects; this module says which objects are frames
 and what they hold. Host -> worker: ``init``, ``exec``, ``get_var``, ``subcall_result``,
-``background_result``, ``shutdown``. Worker -> host: ``ready``, ``fatal``, ``result``, ``var``,
-``subcall``, ``background``. Both ends
+``bind``, ``background_result``, ``tool_result``, ``shutdown``. Worker -> host: ``ready``,
+``fatal``, ``result``, ``var``, ``bound``, ``subcall``, ``background``, ``tool_call`` (a call of
+a host tool, :mod:`~recursor.sandbox.hostcall`). Both ends
 (``session.py`` on the host, ``worker.py`` in the sandbox) build and read frames only through
 these records, so the protocol is written down once.
 
@@ -19,13 +20,13 @@ such as a child's context, where a NaN can be honest) a non-finite number become
 
 Adding a frame kind is one record; its fields' annotations are its schema::
 
-    @frame("tool_call")
-    class ToolCall(Frame):
+    @frame("progress")
+    class Progress(Frame):
         id: int
-        name: str
-        arguments: dict[str, Any]
+        note: str
+        values: dict[str, Any]
 
-then naming it where it may arrive: ``parse(raw, (Result, Subcall, ToolCall))`` (and in
+then naming it where it may arrive: ``parse(raw, (Result, Subcall, Progress))`` (and in
 :data:`FROM_WORKER` or :data:`TO_WORKER`). Field types may be ``str``, ``int``, ``float``,
 ``bool``, ``None``, ``Any``, ``Literal[...]``, unions, ``list[...]``, ``dict[str, ...]`` and
 dataclasses made of those (checked field by field, the same way).
@@ -53,6 +54,7 @@ from recursor.sandbox.base import (
     SubcallResponse,
 )
 from recursor.sandbox.hardening import Measure
+from recursor.sandbox.hostcall import ToolRequest, ToolResponse
 
 #: every frame kind, by op (filled by :func:`frame`)
 FRAMES: dict[str, type[Frame]] = {}
@@ -103,6 +105,8 @@ class Init(Frame):
     source: str | None = None
     #: the host serves background sub-calls: the REPL offers ``llm_query_async`` and the rest
     background: bool = False
+    #: the host's tools the REPL binds, by name (None: none)
+    tools: list[str] | None = None
 
 
 @frame("exec")
@@ -146,6 +150,12 @@ class BackgroundResult(Frame):
         n = len(s.handles)
         if not len(s.done) == len(s.results) == len(s.errors) == len(s.error_types) == n:
             raise ProtocolError("a background status needs one state, result and error each")
+
+
+@frame("tool_result")
+class ToolResult(Frame):
+    id: int
+    response: ToolResponse
 
 
 @frame("shutdown")
@@ -221,6 +231,15 @@ class Background(Frame):
             raise ProtocolError("a wait's timeout must be >= 0")
 
 
+@frame("tool_call")
+class ToolCall(Frame):
+    """A call of a host tool (or of ``budget``) from model code: untrusted like a sub-call;
+    the host checks the name and the size of the arguments before anything runs."""
+
+    id: int
+    request: ToolRequest
+
+
 TO_WORKER: tuple[type[Frame], ...] = (
     Init,
     Exec,
@@ -228,9 +247,19 @@ TO_WORKER: tuple[type[Frame], ...] = (
     Bind,
     SubcallResult,
     BackgroundResult,
+    ToolResult,
     Shutdown,
 )
-FROM_WORKER: tuple[type[Frame], ...] = (Ready, Fatal, Result, Var, Bound, Subcall, Background)
+FROM_WORKER: tuple[type[Frame], ...] = (
+    Ready,
+    Fatal,
+    Result,
+    Var,
+    Bound,
+    Subcall,
+    Background,
+    ToolCall,
+)
 
 
 # -- reading ------------------------------------------------------------------------------------

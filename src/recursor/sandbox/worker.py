@@ -3,10 +3,11 @@
     python -I path/to/worker.py READ_FD WRITE_FD
 
 Frames (framing.py carries them, wire.py defines them), host -> worker: ``init``, ``exec``,
-``get_var``, ``bind``, ``subcall_result``, ``shutdown``. Worker -> host: ``ready`` or
-``fatal``, ``result``, ``var``, ``bound``, ``subcall``. ``ready`` also lists the confinement
-``measures`` in force (see hardening.py): the worker confines itself after loading the context
-(which it memory-maps while it may still read the file) and before it runs any model code.
+``get_var``, ``bind``, ``subcall_result``, ``background_result``, ``tool_result``,
+``shutdown``. Worker -> host: ``ready`` or ``fatal``, ``result``, ``var``, ``bound``,
+``subcall``, ``background``, ``tool_call``. ``ready`` also lists the confinement ``measures`` in
+force (see hardening.py): the worker confines itself after loading the context (which it
+memory-maps while it may still read the file) and before it runs any model code.
 
 SIGINT is the host's "your cell is out of time": it raises CellInterrupted inside model code,
 or, if it lands while a frame is being read or written, is held until the I/O is done so the
@@ -37,7 +38,8 @@ from recursor.sandbox.base import (
 )
 from recursor.sandbox.framing import Channel
 from recursor.sandbox.hardening import Hardener, Measure
-from recursor.sandbox.repl import CellInterrupted, Repl
+from recursor.sandbox.hostcall import ToolRequest, ToolResponse
+from recursor.sandbox.repl import CellInterrupted, HostCalls, Repl
 
 _RLIMITS = {
     "address_space_bytes": resource.RLIMIT_AS,
@@ -51,6 +53,7 @@ _RLIMITS = {
 _CPU_GRACE_S = 2
 
 
+#: the frames the host sends once the worker is ready
 def _out_of_cpu(_signum: int, _frame: Any) -> None:
     # the host shows the end of our stderr to the model as the reason the REPL died
     os.write(2, b"\nrecursor: the worker used up its CPU-time limit (RLIMIT_CPU) and exits\n")
@@ -79,6 +82,7 @@ _FROM_HOST = (
     wire.Bind,
     wire.SubcallResult,
     wire.BackgroundResult,
+    wire.ToolResult,
     wire.Shutdown,
 )
 
@@ -95,7 +99,7 @@ class Worker:
         self._send_lock = threading.Lock()
         self._cv = threading.Condition()
         self._reading = False
-        self._results: dict[int, SubcallResponse | BackgroundStatus] = {}
+        self._results: dict[int, SubcallResponse | BackgroundStatus | ToolResponse] = {}
         #: sub-call ids a thread is waiting for; commands for the main loop, in order
         self._waiting: set[int] = set()
         self._commands: deque[wire.Frame] = deque()
@@ -116,10 +120,21 @@ class Worker:
 
     def call_background(self, request: BackgroundRequest) -> BackgroundStatus:
         status = self._exchange(lambda ident: wire.Background(ident, request))
-        assert isinstance(status, BackgroundStatus)
+        if not isinstance(status, BackgroundStatus):  # a host answering with another kind
+            return BackgroundStatus.refusal(
+                "the host answered a background call with another kind of result", "SubcallError"
+            )
         return status
 
-    def _exchange(self, make: Callable[[int], wire.Frame]) -> SubcallResponse | BackgroundStatus:
+    def call_tool(self, request: ToolRequest) -> ToolResponse:
+        response = self._exchange(lambda ident: wire.ToolCall(ident, request))
+        if not isinstance(response, ToolResponse):  # a host answering with another kind
+            return ToolResponse.failure("the host answered a tool call with another kind of result")
+        return response
+
+    def _exchange(
+        self, make: Callable[[int], wire.Frame]
+    ) -> SubcallResponse | BackgroundStatus | ToolResponse:
         """Send the frame ``make(id)`` and wait for the host's answer with that id."""
         # SIGINT only ever lands on the main thread: only its I/O needs shielding
         main = threading.current_thread() is threading.main_thread()
@@ -140,7 +155,7 @@ class Worker:
             raise CellInterrupted
         return response
 
-    def _await(self, ident: int) -> SubcallResponse | BackgroundStatus:
+    def _await(self, ident: int) -> SubcallResponse | BackgroundStatus | ToolResponse:
         with self._cv:
             self._waiting.add(ident)
         try:
@@ -176,7 +191,7 @@ class Worker:
                     os._exit(0)  # the host is gone; nothing left to do
                 frame = wire.parse(raw, _FROM_HOST)
                 with self._cv:
-                    if isinstance(frame, wire.SubcallResult):
+                    if isinstance(frame, (wire.SubcallResult, wire.ToolResult)):
                         if frame.id in self._waiting:
                             self._results[frame.id] = frame.response
                     elif isinstance(frame, wire.BackgroundResult):
@@ -214,8 +229,13 @@ class Worker:
         except Exception as exc:
             self.send(wire.Fatal(f"{type(exc).__name__}: {exc}"))
             return
-        background = self.call_background if init.background else None
-        self.repl = Repl(value, self.call_host, own_process=True, call_background=background)
+        host = HostCalls(
+            self.call_host,
+            self.call_background if init.background else None,
+            self.call_tool,
+            init.tools or (),
+        )
+        self.repl = Repl(value, host, own_process=True)
         del value
         self.send(wire.Ready(meta, os.getpid(), measures))
         while True:

@@ -25,6 +25,7 @@ from recursor.trace.events import (
     RunFinished,
     RunStarted,
     SubcallMade,
+    ToolCalled,
     event_from_dict,
 )
 from recursor.trace.jsonl import JsonlSink, iter_records, write_events
@@ -50,6 +51,7 @@ __all__ = [
     "RunStarted",
     "Sink",
     "SubcallMade",
+    "ToolCalled",
     "Trace",
 ]
 

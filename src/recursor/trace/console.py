@@ -30,6 +30,7 @@ from recursor.trace.events import (
     RunFinished,
     RunStarted,
     SubcallMade,
+    ToolCalled,
 )
 
 _CODE_CHARS = 70
@@ -67,6 +68,21 @@ class _Iteration:
     sub_out: int = 0
     sub_models: set[str] = field(default_factory=set)
     children: list[str] = field(default_factory=list)
+    #: calls of the caller's tools: by name, and how many failed
+    tools: dict[str, int] = field(default_factory=dict)
+    tools_failed: int = 0
+
+    def count(self, event: SubcallMade | ToolCalled) -> None:
+        if isinstance(event, ToolCalled):
+            self.tools[event.name] = self.tools.get(event.name, 0) + 1
+            self.tools_failed += event.error is not None
+        elif event.child_run_id is None:  # a child run is drawn as a run of its own
+            self.subcalls += 1
+            self.failed += event.error is not None
+            tin, tout = _tokens(event.usage)
+            self.sub_in += tin
+            self.sub_out += tout
+            self.sub_models.add(event.model)
 
 
 @dataclass(slots=True)
@@ -125,14 +141,8 @@ class ConsoleSink:
             run.iterations.append(_Iteration(event))
         elif isinstance(event, CellRan) and run.iterations:
             run.iterations[-1].cells.append(event)
-        elif isinstance(event, SubcallMade) and event.child_run_id is None and run.iterations:
-            it = run.iterations[-1]
-            it.subcalls += 1
-            it.failed += event.error is not None
-            tin, tout = _tokens(event.usage)
-            it.sub_in += tin
-            it.sub_out += tout
-            it.sub_models.add(event.model)
+        elif isinstance(event, SubcallMade | ToolCalled) and run.iterations:
+            run.iterations[-1].count(event)
         elif isinstance(event, LimitHit):
             run.limits.append(event)
         elif isinstance(event, RunFinished):
@@ -215,6 +225,11 @@ class ConsoleSink:
                     style="blue" if not it.failed else "yellow",
                 )
             )
+        if it.tools:
+            calls = ", ".join(f"{name} ×{n}" for name, n in sorted(it.tools.items()))
+            failed = f" · {it.tools_failed} failed" if it.tools_failed else ""
+            style = "blue" if not it.tools_failed else "yellow"
+            node.add(Text(visible(f"tools: {calls}{failed}"), style=style))
         for rid in it.children:
             child = self._runs.get(rid)
             if child is not None:

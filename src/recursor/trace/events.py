@@ -121,6 +121,21 @@ class HistoryCompacted(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCalled(Event):
+    """Model code called one of the host's tools (``RLM(tools=...)``)."""
+
+    type: ClassVar[str] = "tool_called"
+    depth: int
+    name: str
+    #: the arguments and the result as JSON, their heads only (:func:`prompt_preview`)
+    arguments: str
+    result: str
+    #: ``ToolError: message`` (or ToolTimeout, ToolLimitExceeded, ...) when it failed
+    error: str | None
+    latency_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class LimitHit(Event):
     type: ClassVar[str] = "limit_hit"
     limit: str
@@ -188,6 +203,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ModelCalled,
         CellRan,
         SubcallMade,
+        ToolCalled,
         HistoryCompacted,
         LimitHit,
         RunFinished,
