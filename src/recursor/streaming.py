@@ -11,8 +11,14 @@ task being cancelled) sets the scope: the run's cells are interrupted and its wo
 queued sub-calls never start, and the stream waits for the run's thread (or task) to end before
 it returns, so nothing of the run is left behind.
 
-The sync queue is bounded: a reader that stops reading slows the run down (the emitting thread
-waits for room) rather than growing memory; a reader that leaves releases the run at once.
+Both queues are bounded, so a reader that falls behind never lets events pile up without limit.
+The sync one slows the run down (the emitting thread waits for room); a reader that leaves
+releases the run at once. The async one cannot make the event loop wait for a reader that runs
+on that same loop, so when it is full it makes room by giving up token deltas (merging a delta
+into the one before it of the same call, else dropping the oldest delta; ``Completed`` says how
+many were dropped), and a thread emitting any other event waits for room. Events other than
+:class:`~recursor.trace.events.ModelDelta` (cells, sub-calls, limit hits, the end) are never
+dropped: only the loop itself may, with every delta gone, go past the bound.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import Any, ClassVar
 from recursor._cancel import POLL_S, Cancel
 from recursor.result import RLMResult
 from recursor.trace.delivery import Sink
-from recursor.trace.events import Event
+from recursor.trace.events import Event, ModelDelta
 
 __all__ = ["AsyncRunner", "Completed", "Runner", "astream_run", "stream_run"]
 
@@ -44,6 +50,8 @@ class Completed(Event):
 
     type: ClassVar[str] = "completed"
     result: RLMResult
+    #: token deltas a slow reader of :func:`astream_run` missed (dropped to bound the queue)
+    dropped_deltas: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         r = self.result
@@ -57,6 +65,7 @@ class Completed(Event):
             "usage": r.usage.to_dict(),
             "elapsed_s": r.elapsed_s,
             "error": None if r.error is None else f"{type(r.error).__name__}: {r.error}",
+            "dropped_deltas": self.dropped_deltas,
         }
 
 
@@ -141,40 +150,126 @@ def stream_run(run: Runner, *, bound: int = STREAM_BOUND) -> Iterator[Event]:
     yield Completed(value.run_id, result=value)
 
 
-async def astream_run(run: AsyncRunner) -> AsyncIterator[Event]:
-    """:func:`stream_run` for async code: ``run`` is awaited as a task of the running loop.
+class _AsyncFeed:
+    """The bounded queue of :func:`astream_run`: filled from any thread, read on ``loop``.
 
-    Events come from threads (cells, the broker's loop) and from the loop itself; each is
-    handed over with ``call_soon_threadsafe``. The queue is not bounded: the loop that runs
-    the reader also runs the model calls, so a slow reader already slows the run."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Event | None] = asyncio.Queue()
-    cancel = Cancel()
-    stopped = threading.Event()
+    When full: a :class:`ModelDelta` is merged into the delta at the tail when that is the same
+    call's (no text lost), else the oldest queued delta is dropped to make room; any other
+    event first drops the oldest delta too; with no delta left to drop, an event from another
+    thread waits for the reader, and one from the loop (which must not wait for its own reader)
+    goes in past the bound.
+    """
 
-    def listen(event: Event) -> None:
-        if stopped.is_set():
+    def __init__(self, loop: asyncio.AbstractEventLoop, bound: int) -> None:
+        if bound < 1:
+            raise ValueError(f"bound must be at least 1, got {bound}")
+        self._loop = loop
+        self._loop_thread = threading.get_ident()  # built on the loop's thread
+        self._bound = bound
+        self._items: deque[Event] = deque()
+        self._cond = threading.Condition()
+        self._ready = asyncio.Event()  # touched on the loop's thread only
+        self._closed = False
+        self._ended = False
+        self.dropped = 0
+        #: the most events it held at once (what the tests check)
+        self.peak = 0
+
+    def put(self, event: Event) -> None:
+        on_loop = threading.get_ident() == self._loop_thread
+        with self._cond:
+            while len(self._items) >= self._bound and not self._closed:
+                if isinstance(event, ModelDelta) and self._merge(event):
+                    return  # the reader is woken by the tail's first put already
+                if self._drop_oldest_delta() or on_loop:
+                    break
+                self._cond.wait(POLL_S)
+            if self._closed:
+                return  # the reader left: the run is being stopped
+            self._items.append(event)
+            self.peak = max(self.peak, len(self._items))
+        self._wake(on_loop)
+
+    def _merge(self, event: ModelDelta) -> bool:
+        tail = self._items[-1] if self._items else None
+        if isinstance(tail, ModelDelta) and (tail.run_id, tail.iteration) == (
+            event.run_id,
+            event.iteration,
+        ):
+            self._items[-1] = ModelDelta(
+                tail.run_id, tail.iteration, tail.text + event.text, t=tail.t
+            )
+            return True
+        return False
+
+    def _drop_oldest_delta(self) -> bool:
+        for i, item in enumerate(self._items):
+            if isinstance(item, ModelDelta):
+                del self._items[i]
+                self.dropped += 1
+                return True
+        return False
+
+    def _wake(self, on_loop: bool) -> None:
+        if on_loop:
+            self._ready.set()
             return
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody reads any more
-            loop.call_soon_threadsafe(queue.put_nowait, event)
+            self._loop.call_soon_threadsafe(self._ready.set)
 
-    task = asyncio.ensure_future(run(listen, cancel))
-    # after every event the run emitted (they were queued by call_soon_threadsafe before it)
-    task.add_done_callback(lambda _t: loop.call_soon(queue.put_nowait, None))
+    def end(self) -> None:
+        """No more events (called on the loop's thread)."""
+        with self._cond:
+            self._ended = True
+        self._ready.set()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._items.clear()
+            self._cond.notify_all()
+
+    async def get(self) -> Event | None:
+        """The next event; None once the run ended and everything was read."""
+        while True:
+            with self._cond:
+                if self._items:
+                    event = self._items.popleft()
+                    self._cond.notify_all()
+                    return event
+                if self._ended:
+                    return None
+                # cleared under the lock: a put after this check sets it again
+                self._ready.clear()
+            await self._ready.wait()
+
+
+async def astream_run(run: AsyncRunner, *, bound: int = STREAM_BOUND) -> AsyncIterator[Event]:
+    """:func:`stream_run` for async code: ``run`` is awaited as a task of the running loop.
+
+    Events come from threads (cells, the broker's loop, a blocking model's call) and from the
+    loop itself; see the module for how the queue stays within ``bound``."""
+    loop = asyncio.get_running_loop()
+    feed = _AsyncFeed(loop, bound)
+    cancel = Cancel()
+    task = asyncio.ensure_future(run(feed.put, cancel))
+    # Events put from threads before the run returned are in the feed already (put appends
+    # under the lock before it returns), so ending the feed here loses none of them.
+    task.add_done_callback(lambda _t: feed.end())
     finished = False
     try:
-        while (event := await queue.get()) is not None:
+        while (event := await feed.get()) is not None:
             yield event
         finished = True
     finally:
+        feed.close()  # a straggler thread's put returns at once
         if not finished:
-            stopped.set()
             cancel.set("the stream's reader stopped reading")
             task.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.shield(_settled(task))
     result = task.result()  # raises the run's error
-    yield Completed(result.run_id, result=result)
+    yield Completed(result.run_id, result=result, dropped_deltas=feed.dropped)
 
 
 async def _settled(task: asyncio.Future[Any]) -> None:

@@ -9,6 +9,7 @@ what the tree reads of it is the :class:`Owner` protocol (this module must not i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import uuid
@@ -19,7 +20,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from recursor import prompts
 from recursor._cancel import POLL_S, Cancel, scope
 from recursor._lifetime import Owned
-from recursor._threads import in_daemon_thread
+from recursor._threads import in_daemon_thread, on_late
 from recursor.broker import Broker, BrokerOptions, BrokerRuntime, BrokerScope, DepthPlan
 from recursor.broker.background import BackgroundCalls
 from recursor.compaction import Compaction
@@ -382,35 +383,82 @@ def _timeout(ledger: Ledger) -> RunTimeout:
     return exc
 
 
+class _Call:
+    """One blocking call on a daemon thread that its caller may give up waiting for."""
+
+    def __init__(self, fn: Callable[[], Any], late: Callable[[Any], None] | None) -> None:
+        self.fn = fn
+        self.late = late
+        self.box: list[tuple[bool, Any]] = []
+        self.lock = threading.Lock()
+        self.abandoned = False
+
+    def run(self) -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, self.fn())
+        except BaseException as exc:
+            outcome = (False, exc)
+        with self.lock:
+            self.box.append(outcome)
+            abandoned = self.abandoned
+        if abandoned:
+            self._late(outcome)
+
+    def abandon(self, exc: BaseException) -> BaseException:
+        """Give up waiting; ``exc`` is what the caller raises."""
+        with self.lock:
+            self.abandoned = True
+            arrived = self.box[0] if self.box else None
+        if arrived is not None:  # it returned as we gave up: the engine will not see it
+            self._late(arrived)
+        return exc
+
+    def _late(self, outcome: tuple[bool, Any]) -> None:
+        ok, value = outcome
+        if ok and self.late is not None:
+            self.late(value)
+
+
 def _call_with_deadline(
-    fn: Callable[[], T], remaining: float | None, ledger: Ledger, cancel: Cancel | None
+    fn: Callable[[], T],
+    remaining: float | None,
+    ledger: Ledger,
+    cancel: Cancel | None,
+    late: Callable[[T], None] | None = None,
 ) -> T:
     """``fn()``, abandoned at the run deadline (a hung backend must not hang the run) or when
-    ``cancel`` is set (a child run whose parent cell was stopped)."""
+    ``cancel`` is set (a child run whose parent cell was stopped, a stream left early).
+
+    An abandoned call goes on in its daemon thread, holding nothing of the run (the worker is
+    not its to keep); if it returns after all, ``late`` gets what it returned (the tokens it
+    spent are still counted)."""
     if remaining is None and cancel is None:
         return fn()
-    box: list[Any] = []
-
-    def target() -> None:
-        try:
-            box.append((True, fn()))
-        except BaseException as exc:
-            box.append((False, exc))
-
-    t = threading.Thread(target=target, daemon=True)
+    call = _Call(fn, late)
+    t = threading.Thread(target=call.run, daemon=True, name="recursor-model-call")
     t.start()
     until = None if remaining is None else time.monotonic() + remaining
-    while not box:
+    while not call.box:
         left = None if until is None else until - time.monotonic()
         if left is not None and left <= 0:
-            raise _timeout(ledger)
+            raise call.abandon(_timeout(ledger))
         if cancel is not None and cancel.is_set():
-            raise SubcallError(f"cancelled: {cancel.reason}")
+            raise call.abandon(SubcallError(f"cancelled: {cancel.reason}"))
         t.join(POLL_S if left is None else min(left, POLL_S))
-    ok, value = box[0]
+    ok, value = call.box[0]
     if not ok:
         raise value
     return value  # type: ignore[no-any-return]
+
+
+def _count_late(node: Node) -> Callable[[Completion], None]:
+    """Records the usage of a model call the run gave up on but that returned anyway."""
+    ledger, name = node.tree.ledger, node.lm.name
+
+    def late(completion: Completion) -> None:
+        ledger.record(name, completion.usage)
+
+    return late
 
 
 def _on_delta(node: Node) -> Callable[[str], None] | None:
@@ -443,7 +491,7 @@ def _model_sync(node: Node, messages: list[Message]) -> Completion:
         return streaming.complete_with(messages, _hints(node, on_delta))
     completion = node.lm.complete(messages)
     if on_delta is not None:  # a backend that cannot stream: its reply is one delta
-        on_delta(completion.text)
+        _whole_reply(on_delta, completion)
     return completion
 
 
@@ -454,8 +502,15 @@ async def _model_async(node: Node, messages: list[Message]) -> Completion:
         return await streaming.acomplete_with(messages, _hints(node, on_delta))
     completion = await node.lm.acomplete(messages)
     if on_delta is not None:
-        on_delta(completion.text)
+        _whole_reply(on_delta, completion)
     return completion
+
+
+def _whole_reply(on_delta: Callable[[str], None], completion: Completion) -> None:
+    # The call is over: a stopped run refusing the delta must not lose the completion, whose
+    # tokens are counted by whoever still waits for it (the engine, or the late count).
+    with contextlib.suppress(SubcallError):
+        on_delta(completion.text)
 
 
 def _perform_sync(node: Node, action: Action) -> Any:
@@ -469,6 +524,7 @@ def _perform_sync(node: Node, action: Action) -> Any:
             node.tree.ledger,
             # a child can be stopped while the run goes on, and so can a streamed root
             node.cancel if node.depth or node.tree.stoppable else None,
+            late=_count_late(node),
         )
     if isinstance(action, RunCell):
         return node.run_cell(action)
@@ -482,7 +538,10 @@ async def _perform_async(node: Node, action: Action) -> Any:
         remaining = node.tree.ledger.remaining()
         coro: Coroutine[Any, Any, Completion] = _model_async(node, action.messages)
         try:
-            return await asyncio.wait_for(coro, remaining)
+            # a blocking backend's thread outlives a cancelled or timed-out await: what it
+            # returns after that is still counted
+            with on_late(_count_late(node)):
+                return await asyncio.wait_for(coro, remaining)
         except TimeoutError:
             raise _timeout(node.tree.ledger) from None
     if isinstance(action, RunCell):
