@@ -24,7 +24,6 @@ from recursor._terminal import markup_safe, visible
 from recursor.errors import RecursorError
 
 if TYPE_CHECKING:
-    from recursor.cli_view import LiveView
     from recursor.conversation import Conversation
     from recursor.trace import Event
 
@@ -32,20 +31,16 @@ HELP = "/usage  /save FILE  /trace FILE  /quit   (Ctrl-C stops an ask, Ctrl-D qu
 
 
 class _Views:
-    """The RLM's one sink: forwards events to the live view of the ask running, and keeps
-    every event of the session for ``/trace``."""
+    """The RLM's one sink: keeps every recorded event of the session for ``/trace`` (the live
+    view of an ask is driven by the ask's stream)."""
 
     def __init__(self) -> None:
-        self.view: LiveView | None = None
         self.events: list[Event] = []
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
         with self._lock:
             self.events.append(event)
-            view = self.view
-        if view is not None:
-            view.on_event(event)
 
 
 def register(app: typer.Typer) -> None:
@@ -126,7 +121,7 @@ def _loop(conv: Conversation, views: _Views, out: Console, err: Console) -> None
             if _command(line, conv, views, out):
                 return
             continue
-        _ask(line, conv, views, err, out)
+        _ask(line, conv, err, out)
 
 
 def _command(line: str, conv: Conversation, views: _Views, out: Console) -> bool:
@@ -165,19 +160,24 @@ def _command(line: str, conv: Conversation, views: _Views, out: Console) -> bool
     return False
 
 
-def _ask(question: str, conv: Conversation, views: _Views, err: Console, out: Console) -> None:
+def _ask(question: str, conv: Conversation, err: Console, out: Console) -> None:
     from recursor.cli_view import LiveView
+    from recursor.streaming import Completed
 
     view = LiveView(err, enabled=err.is_terminal)
-    views.view = view
     box: list[Any] = []
     # an Event, not Thread.join: a join interrupted by Ctrl-C can leave the thread's state
     # wrong (is_alive() False while it still runs)
     done = threading.Event()
 
     def work() -> None:
+        # the ask's stream drives the view (token deltas, cells starting); Ctrl-C stops the
+        # ask through conv.stop(), which also abandons a root model call in flight
         try:
-            box.append(conv.ask(question))
+            for event in conv.stream(question):
+                view.on_event(event)
+                if isinstance(event, Completed):
+                    box.append(event.result)
         except BaseException as exc:
             box.append(exc)
         finally:
@@ -191,7 +191,6 @@ def _ask(question: str, conv: Conversation, views: _Views, err: Console, out: Co
             except KeyboardInterrupt:
                 conv.stop("stopped with Ctrl-C")
                 err.print("[yellow]stopping this ask…[/]")
-    views.view = None
     got = box[0]
     if isinstance(got, BaseException):
         err.print(f"[red]error:[/] {markup_safe(str(got))}")

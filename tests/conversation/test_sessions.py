@@ -223,3 +223,60 @@ def test_a_closed_rlm_refuses_a_session() -> None:
 
 
 _ = SandboxError
+
+
+def test_a_session_streams_its_asks_and_a_broken_stream_leaves_it_usable(env: str) -> None:
+    from recursor.streaming import Completed
+
+    release = threading.Event()
+
+    def reply(messages: list[Message]) -> str:
+        question = messages[1]["content"]
+        if "plus one" in question:  # first: later asks' prompts list the earlier questions
+            return code("FINAL(x + 1)")
+        if "slow" in question:
+            release.wait(30)  # a root model call in flight when the reader leaves
+            return "FINAL(late)"
+        if len(messages) == 2:
+            return code("x = 41\nprint('set')")
+        return "FINAL_VAR(x)"
+
+    with make_rlm(env, FunctionLM(reply)) as rlm, rlm.session(context="abc") as s:
+        events = list(s.stream("set x"))
+        assert isinstance(events[-1], Completed) and events[-1].result.answer == "41"
+        kinds = [e.type for e in events]
+        assert "cell_started" in kinds and "cell_ran" in kinds and "model_delta" in kinds
+        t0 = time.monotonic()
+        for event in s.stream("slow one"):
+            if event.type == "run_started":
+                break  # leave while the root model call hangs
+        assert time.monotonic() - t0 < 10  # the call was abandoned, not waited for
+        release.set()
+        # the REPL and the conversation are intact: x is still there
+        assert s.ask("x plus one?").answer == "42"
+    assert [a["answer"] for a in s.history] == ["41", None, "42"]
+
+
+def test_background_handles_of_an_ended_ask_are_unknown_in_the_next(env: str) -> None:
+    lm = ScriptedLM(
+        [
+            code("h = llm_query_async('slow')\nprint(h.done())"),
+            "FINAL(ok)",  # the ask ends with h pending: it is cancelled
+            code("print(h.result(timeout=1))"),
+            code("h2 = llm_query_async('fast')\nprint(h2.id > h.id, h2.result(timeout=10))"),
+            "FINAL(done)",
+        ]
+    )
+
+    def sub(messages: list[Message]) -> str:
+        if messages[-1]["content"] == "slow":
+            time.sleep(3)
+        return "pong"
+
+    with make_rlm(env, lm, sub=FunctionLM(sub)) as rlm, rlm.session(context="abc") as s:
+        assert s.ask("start one").answer == "ok"
+        r2 = s.ask("use the old handle")
+    assert r2.answer == "done"
+    cells = [e for e in r2.trace.events if e.type == "cell_ran"]
+    assert "unknown background handle" in (cells[0].error or "")  # type: ignore[attr-defined]
+    assert cells[1].stdout.strip() == "True pong"  # type: ignore[attr-defined]

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
 from recursor import prompts
+from recursor._cancel import Cancel
 from recursor._closing import Closing
 from recursor._threads import in_daemon_thread
 from recursor.broker import Broker
@@ -53,7 +54,9 @@ from recursor.sandbox.base import (
 )
 from recursor.sandbox.base import SubcallResponse as Response
 from recursor.sandbox.hostcall import ToolRequest, ToolResponse
+from recursor.streaming import astream_run, stream_run
 from recursor.tools import ToolScope
+from recursor.trace import Event, Sink
 from recursor.tree import Node, Owner, Place, Tree, drive_async, drive_sync
 from recursor.usage import Usage, UsageReport
 
@@ -218,9 +221,14 @@ class Conversation(Closing):
     # -- asks -----------------------------------------------------------------------------
     def ask(self, query: str, *, limits: Limits | None = None) -> RLMResult:
         """Answer ``query`` in this conversation; waits for an ask already running."""
+        return self._ask(query, limits, None, None)
+
+    def _ask(
+        self, query: str, limits: Limits | None, listener: Sink | None, cancel: Cancel | None
+    ) -> RLMResult:
         with self._lock:
             self._check_open()
-            tree, node = self._begin(query, limits)
+            tree, node = self._begin(query, limits, listener, cancel)
             try:
                 outcome = drive_sync(node)
             finally:
@@ -229,13 +237,29 @@ class Conversation(Closing):
 
     async def aask(self, query: str, *, limits: Limits | None = None) -> RLMResult:
         """:meth:`ask` on an event loop; raises ConversationBusy while another ask runs."""
+        return await self._aask(query, limits, None, None)
+
+    def stream(self, query: str, *, limits: Limits | None = None) -> Iterator[Event]:
+        """:meth:`ask`, watched: its events as they happen, then
+        :class:`~recursor.streaming.Completed`. Leaving the loop early stops the ask (its cell
+        interrupted, its sub-calls cancelled, a root model call abandoned); the REPL and the
+        conversation stay usable."""
+        return stream_run(lambda listener, cancel: self._ask(query, limits, listener, cancel))
+
+    def astream(self, query: str, *, limits: Limits | None = None) -> AsyncIterator[Event]:
+        """:meth:`stream` for ``async for``; the ask is :meth:`aask`'s."""
+        return astream_run(lambda listener, cancel: self._aask(query, limits, listener, cancel))
+
+    async def _aask(
+        self, query: str, limits: Limits | None, listener: Sink | None, cancel: Cancel | None
+    ) -> RLMResult:
         if not self._lock.acquire(blocking=False):
             raise ConversationBusy(
                 "another ask of this session is running; await it first (asks never interleave)"
             )
         try:
             self._check_open()
-            tree, node = self._begin(query, limits)
+            tree, node = self._begin(query, limits, listener, cancel)
             try:
                 outcome = await drive_async(node)
             finally:
@@ -246,16 +270,24 @@ class Conversation(Closing):
 
     def stop(self, reason: str = "stopped by the caller") -> None:
         """Stop the ask in progress, from another thread (the chat's Ctrl-C): its cell is
-        interrupted and its sub-calls cancelled; a root model call already sent is waited for.
+        interrupted and its sub-calls cancelled; a root model call already sent is waited for
+        (from :meth:`stream`, leaving the loop abandons it instead).
         The ask returns with ``stop_reason="error"``; the REPL and the session stay usable."""
         tree = self._tree
         if tree is not None:
             tree.cancel.set(reason)
 
-    def _begin(self, query: str, limits: Limits | None) -> tuple[Tree, Node]:
+    def _begin(
+        self, query: str, limits: Limits | None, listener: Sink | None, cancel: Cancel | None
+    ) -> tuple[Tree, Node]:
         if self._timer is not None:
             self._timer.cancel()
-        tree = Tree(self.rlm, self._ask_limits(limits or self.rlm.limits))
+        tree = Tree(
+            self.rlm,
+            self._ask_limits(limits or self.rlm.limits),
+            listener=listener,
+            cancel=cancel,
+        )
         self._tree = tree
         node = Node(tree, query, self._context, Place(0, None, tree.cancel))
         self._broker = Broker(node.broker_scope())
