@@ -57,6 +57,18 @@ def _ms(x: float) -> float:
     return round(x * 1000, 2)
 
 
+def _stream_measures(repeats: int) -> dict[str, object]:
+    """The issue's other three measures (streaming, background fan-out, prompt caching): they
+    live in streaming.py, which also runs on its own."""
+    import streaming  # benchmarks/ is on sys.path when this file runs as a script
+
+    return {
+        "token_to_stream_event": streaming.token_to_event(),
+        "background_fanout": streaming.fanout(repeats),
+        "prompt_caching": streaming.caching(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=7)
@@ -133,13 +145,7 @@ def main() -> None:
         "resume_asks": args.repeats + 1,
     }
     if not args.no_stream:
-        # the issue's other three measures (streaming, background fan-out, prompt caching)
-        # live in streaming.py, which also runs on its own; here they join the session's
-        import streaming  # benchmarks/ is on sys.path when this file runs as a script
-
-        out["token_to_stream_event"] = streaming.token_to_event()
-        out["background_fanout"] = streaming.fanout(args.stream_repeats)
-        out["prompt_caching"] = streaming.caching()
+        out.update(_stream_measures(args.stream_repeats))
     print(json.dumps(out, indent=2))
     results = Path(__file__).with_name("results")
     results.mkdir(exist_ok=True)
