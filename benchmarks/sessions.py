@@ -69,7 +69,7 @@ def _stream_measures(repeats: int) -> dict[str, object]:
     }
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--mb", type=float, default=20.0)
@@ -77,7 +77,11 @@ def main() -> None:
     parser.add_argument(
         "--no-stream", action="store_true", help="only the follow-up ask, save and resume"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _args()
     line = "2026-03-01 12:00 INFO a line of a long log, request id=123456\n"
     context = line * int(args.mb * 1_000_000 / len(line))
     timed = Timed()
