@@ -253,6 +253,10 @@ from recursor.bench.cli import register as _register_bench  # noqa: E402
 
 _register_bench(app)
 
+from recursor.cli_serve import register as _register_serve  # noqa: E402
+
+_register_serve(app)
+
 
 def main() -> None:
     app()
