@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from recursor.context import ContextInput
 from recursor.result import RLMResult
@@ -25,7 +25,7 @@ __all__ = ["RunFeed", "run_feed"]
 
 #: what the server hands a feed: build the run's RLM around this sink
 RLMFactory = Callable[[Sink], RLM]
-RunFeed = AsyncIterator[Event | RLMResult]
+RunFeed = AsyncGenerator[Event | RLMResult, None]
 
 _DONE = object()
 

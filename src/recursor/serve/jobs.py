@@ -43,7 +43,7 @@ async def create_run(request: Request) -> JSONResponse:
 async def list_runs(request: Request, limit: int = 100) -> dict[str, Any]:
     state = state_of(request)
     state.authorize(request)
-    rows = state.store.list(max(1, min(limit, 1000)))
+    rows = state.store.recent(max(1, min(limit, 1000)))
     return {"object": "list", "data": [r.to_dict() for r in rows]}
 
 

@@ -162,7 +162,7 @@ class RunStore:
             row = self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
         return None if row is None else _row(row)
 
-    def list(self, limit: int = 100) -> list[RunRow]:
+    def recent(self, limit: int = 100) -> list[RunRow]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM runs ORDER BY created DESC LIMIT ?", (limit,)
