@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recursor.lm.base import LM
@@ -65,6 +66,30 @@ class BodyLimit:
         await ApiError(413, self._message(), "body_too_large").response()(scope, receive, send)
 
 
+class SecurityHeaders:
+    """The CSP and its companions on every response. Plain ASGI, not ``@app.middleware``:
+    Starlette's BaseHTTPMiddleware hides a client's disconnect from the endpoint, and a
+    non-streamed chat request must see it to cancel its run."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("content-security-policy", CSP)
+                headers["x-content-type-options"] = "nosniff"
+                headers["referrer-policy"] = "no-referrer"
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 def create_app(config: ServeConfig, lms: dict[str, LM] | None = None) -> FastAPI:
     """The server for ``config``; ``lms`` hands in model objects by spec (tests, benchmarks)."""
 
@@ -79,14 +104,7 @@ def create_app(config: ServeConfig, lms: dict[str, LM] | None = None) -> FastAPI
 
     app = FastAPI(title="recursor", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, limit=config.server.max_body_bytes)
-
-    @app.middleware("http")
-    async def headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        response.headers.setdefault("content-security-policy", CSP)
-        response.headers["x-content-type-options"] = "nosniff"
-        response.headers["referrer-policy"] = "no-referrer"
-        return response
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(ApiError)
     async def on_api_error(_request: Request, exc: ApiError) -> JSONResponse:

@@ -20,6 +20,16 @@ from recursor.serve.config import ModelProfile, RLMProfile, ServeConfig
 from recursor.trace import Sink
 
 
+def _environment(profile: RLMProfile) -> Environment:
+    if profile.environment == "inprocess":
+        # the config validated trusted = true: the profile's owner accepts that model code
+        # runs in the server, next to its keys
+        from recursor.sandbox.inprocess import InProcessEnvironment
+
+        return InProcessEnvironment(trusted=True)
+    return resolve_environment(profile.environment)
+
+
 class Served:
     """Every profile's objects; :meth:`close` releases them (kills spare workers)."""
 
@@ -35,7 +45,7 @@ class Served:
                     self.lm(profile.root)
                     if profile.sub:
                         self.lm(profile.sub)
-                    self.environments[name] = resolve_environment(profile.environment)
+                    self.environments[name] = _environment(profile)
                 else:
                     self.lm(profile.model)
         except ConfigurationError as exc:
