@@ -39,7 +39,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -166,7 +166,9 @@ class ServerSettings(_Strict):
 class ServeConfig(_Strict):
     server: ServerSettings = ServerSettings()
     keys: list[ApiKey] = Field(default_factory=list)
-    profiles: dict[str, RLMProfile | ModelProfile] = Field(min_length=1)
+    profiles: dict[str, Annotated[RLMProfile | ModelProfile, Field(discriminator="kind")]] = (
+        Field(min_length=1)
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -179,7 +181,7 @@ class ServeConfig(_Strict):
                 if isinstance(table, Mapping) and "kind" not in table:
                     kind = "rlm" if "root" in table else "model" if "model" in table else None
                     if kind is None:
-                        raise ValueError(f"profile {name!r} needs root (an RLM) or model")
+                        raise ValueError(f"profiles.{name}: needs root (an RLM profile) or model")
                     profiles[name] = {**table, "kind": kind}
                 else:
                     profiles[name] = table
@@ -223,8 +225,11 @@ def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
-    # drop pydantic's union branch tags ("RLMProfile", "function-after[...]") from the key path
-    parts = [str(p) for p in loc if not (isinstance(p, str) and (p[:1].isupper() or "[" in p))]
+    # drop the profile kind pydantic puts after the profile's name (the union's tag) and its
+    # validator names ("function-after[...]") from the key path
+    parts = [str(p) for p in loc if not (isinstance(p, str) and "[" in p)]
+    if len(parts) > 2 and parts[0] == "profiles" and parts[2] in {"rlm", "model"}:
+        del parts[2]
     return ".".join(parts) or "(top level)"
 
 
