@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
 from recursor._cli_options import load_context
 from recursor.errors import ContextError
@@ -28,8 +29,9 @@ from recursor.serve.runs import whole_usage
 from recursor.serve.state import ServerState
 
 
-class ToolInputError(ValueError):
-    """A tool argument that cannot be used (reported to the client as a tool error)."""
+class ToolInputError(ToolError):
+    """A tool argument that cannot be used: the SDK reports a ToolError's message to the
+    client (any other exception becomes a bare "Error executing tool")."""
 
 
 def allowed_path(path: str, roots: list[Path]) -> Path:
