@@ -134,9 +134,19 @@ def test_curl_stream(server: Running) -> None:
         "stream": True,
     }
     out = subprocess.run(
-        ["curl", "-sN", f"{server.base_url}/chat/completions",
-         "-H", "content-type: application/json", "-d", json.dumps(body)],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            "curl",
+            "-sN",
+            f"{server.base_url}/chat/completions",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            json.dumps(body),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     events = [line.removeprefix("data: ") for line in out.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"

@@ -52,7 +52,11 @@ def test_good_config_and_env_overrides(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "where", "reason"),
     [
-        (GOOD.replace("max_depth = 2", "max_depth = -1"), "profiles.rlm.max_depth", "greater than or equal to 0"),
+        (
+            GOOD.replace("max_depth = 2", "max_depth = -1"),
+            "profiles.rlm.max_depth",
+            "greater than or equal to 0",
+        ),
         (
             GOOD.replace("max_iterations = 5", "max_iterations = -5"),
             "profiles.rlm.limits.max_iterations",
@@ -61,13 +65,18 @@ def test_good_config_and_env_overrides(tmp_path: Path) -> None:
         (GOOD.replace("port = 9001", "port = 'x'"), "server.port", "integer"),
         (GOOD.replace("port = 9001", "prot = 1"), "server.prot", "Extra inputs"),
         (
-            GOOD.replace('max_depth = 2', 'environment = "inprocess"'),
+            GOOD.replace("max_depth = 2", 'environment = "inprocess"'),
             "profiles.rlm",
             "trusted = true",
         ),
-        (GOOD.replace('model = "openai', 'mdl = "openai'), "(top level)", "profiles.mini: needs root"),
         (
-            GOOD.replace("port = 9001", 'host = "0.0.0.0"').replace('key = "sk-alice"', "")
+            GOOD.replace('model = "openai', 'mdl = "openai'),
+            "(top level)",
+            "profiles.mini: needs root",
+        ),
+        (
+            GOOD.replace("port = 9001", 'host = "0.0.0.0"')
+            .replace('key = "sk-alice"', "")
             .replace('[[keys]]\nname = "alice"\n\ndaily_usd = 1.5', ""),
             "(top level)",
             "not loopback",

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import openai
@@ -71,7 +71,9 @@ def test_invalid_json_and_oversized_body(serve: Callable[..., Running]) -> None:
     server = serve(server={"max_body_bytes": 4096})
     with server.client() as http:
         r = http.post(
-            "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+            "/v1/chat/completions",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
         )
         assert r.status_code == 400 and "not valid JSON" in error_of(r)
         big = {**ASK, "context": "x" * 10_000}
@@ -127,4 +129,6 @@ def test_concurrent_run_limit(serve: Callable[..., Running], stub: StubServer) -
         metrics = http.get("/metrics").text
     assert 'recursor_requests_rejected_total{reason="concurrency"} 1.0' in metrics
     assert 'recursor_runs_total{kind="rlm",state="succeeded"} 1.0' in metrics
-    assert "recursor_run_seconds_bucket" in metrics and "recursor_sandbox_starts_total 1.0" in metrics
+    assert (
+        "recursor_run_seconds_bucket" in metrics and "recursor_sandbox_starts_total 1.0" in metrics
+    )

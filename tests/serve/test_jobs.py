@@ -89,11 +89,10 @@ def test_delete_cancels_and_kills_the_worker(
         wait_for(lambda: not alive(pid), timeout=10)
 
 
-def test_stream_disconnect_cancels_run_and_subcalls(
-    server: Running, stub: StubServer
-) -> None:
+def test_stream_disconnect_cancels_run_and_subcalls(server: Running, stub: StubServer) -> None:
     """A streaming client that goes away: the run is cancelled, its worker killed, and no
     sub-call is made after (the cell was fanning out slow sub-calls)."""
+
     def slow(_prompt: str) -> str:
         time.sleep(0.2)
         return "x"
@@ -115,9 +114,7 @@ def test_stream_disconnect_cancels_run_and_subcalls(
     assert made < 1 + 200  # the batch did not run to its end
 
 
-def test_non_streaming_disconnect_cancels(
-    server: Running, stub: StubServer
-) -> None:
+def test_non_streaming_disconnect_cancels(server: Running, stub: StubServer) -> None:
     stub.script.handler, pids = pid_catcher("time.sleep(60)")
     body = {**JOB, "messages": [{"role": "user", "content": "q"}]}
     done = threading.Event()

@@ -166,8 +166,8 @@ class ServerSettings(_Strict):
 class ServeConfig(_Strict):
     server: ServerSettings = ServerSettings()
     keys: list[ApiKey] = Field(default_factory=list)
-    profiles: dict[str, Annotated[RLMProfile | ModelProfile, Field(discriminator="kind")]] = (
-        Field(min_length=1)
+    profiles: dict[str, Annotated[RLMProfile | ModelProfile, Field(discriminator="kind")]] = Field(
+        min_length=1
     )
 
     @model_validator(mode="before")
