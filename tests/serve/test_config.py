@@ -122,3 +122,14 @@ def test_command_line_profiles() -> None:
     assert cfg.profiles["rlm"].sub == "openai:small" and cfg.profiles["rlm"].max_depth == 2
     assert cfg.profiles["openai:big"].model == "openai:big"
     assert cfg.server.port == 1
+
+
+def test_request_limits_only_tighten() -> None:
+    from recursor.limits import Limits
+    from recursor.serve.config import LimitsConfig
+
+    profile = LimitsConfig(max_iterations=5, max_cost_usd=1.0).apply(Limits())
+    asked = LimitsConfig(max_iterations=50, max_cost_usd=0.5, max_tokens=100)
+    got = asked.tighten(profile)
+    assert got.max_iterations == 5  # not raised past the profile's
+    assert got.max_cost_usd == 0.5 and got.max_tokens == 100  # lowered / set

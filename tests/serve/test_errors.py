@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -131,4 +132,21 @@ def test_concurrent_run_limit(serve: Callable[..., Running], stub: StubServer) -
     assert 'recursor_runs_total{kind="rlm",state="succeeded"} 1.0' in metrics
     assert (
         "recursor_run_seconds_bucket" in metrics and "recursor_sandbox_starts_total 1.0" in metrics
+    )
+
+
+def test_wall_time_per_request(serve: Callable[..., Running], stub: StubServer) -> None:
+    """The server's request_timeout_s bounds a run whose cell would sleep for a minute."""
+    server = serve(server={"request_timeout_s": 2})
+    stub.script.handler = lambda m: "```repl\nimport time\ntime.sleep(60)\n```"
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused")
+    t0 = time.monotonic()
+    reply = client.chat.completions.create(
+        model="rlm", messages=[{"role": "user", "content": "q"}], extra_body={"context": "c"}
+    )
+    assert time.monotonic() - t0 < 20
+    assert reply.choices[0].message.content is None
+    assert reply.choices[0].finish_reason == "length"
+    assert (
+        reply.model_extra is not None and reply.model_extra["recursor"]["stop_reason"] == "timeout"
     )

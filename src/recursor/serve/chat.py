@@ -66,14 +66,14 @@ def parse_messages(body: dict[str, Any]) -> list[Message]:
 
 
 def request_limits(state: ServerState, profile: RLMProfile, raw: object) -> Limits:
-    """The profile's limits, tightened by the request's ``limits`` object, under the server's
-    wall time per request."""
+    """The profile's limits, tightened (never raised) by the request's ``limits`` object, under
+    the server's wall time per request."""
     limits = profile.limits.apply(Limits())
     if raw is not None:
         if not isinstance(raw, dict):
             raise ApiError(400, "'limits' must be an object", "bad_limits")
         try:
-            limits = LimitsConfig.model_validate(raw).apply(limits)
+            limits = LimitsConfig.model_validate(raw).tighten(limits)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])

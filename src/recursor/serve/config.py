@@ -83,10 +83,22 @@ class LimitsConfig(_Strict):
     cell_timeout_s: float | None = Field(default=None, gt=0)
 
     def apply(self, base: Limits) -> Limits:
-        """``base`` with the keys set here replaced."""
+        """``base`` with the keys set here replaced (how a profile sets its limits)."""
         from dataclasses import replace
 
         return replace(base, **self.model_dump(exclude_none=True))
+
+    def tighten(self, base: Limits) -> Limits:
+        """``base`` with the keys set here lowered, never raised: a request may ask for less
+        than its profile allows, not more."""
+        from dataclasses import asdict, replace
+
+        current = asdict(base)
+        lowered = {
+            k: v if current[k] is None else min(v, current[k])
+            for k, v in self.model_dump(exclude_none=True).items()
+        }
+        return replace(base, **lowered)
 
 
 class RLMProfile(_Strict):

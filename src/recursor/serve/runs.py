@@ -35,6 +35,10 @@ from recursor.usage import Usage, UsageReport
 __all__ = ["Outcome", "Run", "RunManager", "TooManyRuns"]
 
 
+#: seconds past a run's own timeout before the server cancels it from outside
+OUTER_GRACE_S = 10.0
+
+
 class TooManyRuns(RecursorError):
     """The concurrent-run cap is reached (HTTP 429 with Retry-After)."""
 
@@ -109,7 +113,10 @@ class RunManager:
     ) -> Run:
         run = self._admit(profile, "rlm", query, key)
         body = self._rlm_body(run, profile, query, context, limits)
-        run.task = asyncio.create_task(self._drive(run, body, limits.timeout_s, on_end))
+        # the library stops the run at timeout_s and returns its result (stop_reason
+        # "timeout"); the outer bound only catches a run that fails to stop by itself
+        outer = None if limits.timeout_s is None else limits.timeout_s + OUTER_GRACE_S
+        run.task = asyncio.create_task(self._drive(run, body, outer, on_end))
         return run
 
     def start_model(
