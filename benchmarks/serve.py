@@ -9,8 +9,9 @@ Prints JSON and writes benchmarks/results/serve.json:
 - load: ``--clients`` concurrent clients (default 50) for ``--duration`` seconds (default 30,
   not the issue's 60: the machine is shared by several jobs; pass 60 to match), against the
   server and, for comparison, the same number of concurrent ``acompletion`` tasks in this
-  process: requests per second, p50/p99 latency, errors, and the server's RSS after warm-up
-  and at the end (growth in %).
+  process: requests per second, p50/p99 latency, errors (and why, in "failures"), and the
+  server's RSS: after the sequential warm-up, after a 5 s load at the same concurrency (the
+  start of the growth figure: N runs in flight have a working set), and at the end.
 
 The stub model answers at once, so every figure is scaffold and serving cost, no model time.
 The clients are httpx (one pooled async client), lighter than the openai SDK, so that on a
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,10 @@ async def timed(fn: Callable[[], Awaitable[bool]], n: int) -> tuple[list[float],
     return latencies, errors
 
 
+#: why calls failed, by kind (the load's "errors" broken down)
+FAILURES: Counter[str] = Counter()
+
+
 async def load(fn: Callable[[], Awaitable[bool]], clients: int, duration: float) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
@@ -107,7 +113,8 @@ async def load(fn: Callable[[], Awaitable[bool]], clients: int, duration: float)
             t0 = time.perf_counter()
             try:
                 ok = await fn()
-            except Exception:
+            except Exception as exc:
+                FAILURES[type(exc).__name__] += 1
                 ok = False
             latencies.append(time.perf_counter() - t0)
             errors += not ok
@@ -160,6 +167,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async def inproc_rlm() -> bool:
         rlm = RLM(lm, environment=env, limits=limits)  # as the server does: objects, per run
         result = await rlm.acompletion("how long?", context=CONTEXT)
+        if result.answer != "10000":
+            FAILURES[f"in-process {result.stop_reason}: {str(result.error)[:120]}"] += 1
         return result.answer == "10000"
 
     async def inproc_plain() -> bool:
@@ -201,6 +210,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "added_p50_ms": round(sb["p50_ms"] - sa["p50_ms"], 2),
                         "added_p99_ms": round(sb["p99_ms"] - sa["p99_ms"], 2),
                     }
+                # RSS growth is read across the timed load, after a short load at the same
+                # concurrency: the working set of N runs in flight is not growth
+                await load(served_rlm, args.clients, min(5.0, args.duration))
+                rss_loaded = rss_mb(proc.pid)
                 served_load = await load(served_rlm, args.clients, args.duration)
                 rss_end = rss_mb(proc.pid)
             inproc_load = await load(inproc_rlm, args.clients, args.duration)
@@ -210,9 +223,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             env.close()
             await lm.aclose()
             stub.stop()
-    served_load["rss_mb_start"] = rss_start
+    served_load["rss_mb_after_warmup"] = rss_start
+    served_load["rss_mb_start"] = rss_loaded
     served_load["rss_mb_end"] = rss_end
-    served_load["rss_growth_pct"] = round((rss_end - rss_start) / rss_start * 100, 1)
+    served_load["rss_growth_pct"] = round((rss_end - rss_loaded) / rss_loaded * 100, 1)
     return {
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "sequential_calls": args.sequential,
@@ -225,6 +239,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "added_p50_ms": round(served_load["p50_ms"] - inproc_load["p50_ms"], 2),
             "added_p99_ms": round(served_load["p99_ms"] - inproc_load["p99_ms"], 2),
         },
+        "failures": dict(FAILURES),
+        "load_average_at_end": os.getloadavg(),
     }
 
 
