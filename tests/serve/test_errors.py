@@ -44,7 +44,7 @@ def test_keys_and_budgets(serve: Callable[..., Running]) -> None:
     reply = client.chat.completions.create(model="rlm", messages=msgs, extra_body=extra)  # type: ignore[arg-type]
     assert reply.choices[0].message.content == "3"
     poor = openai.OpenAI(base_url=server.base_url, api_key="sk-poor", max_retries=0)
-    poor.chat.completions.create(model="rlm", messages=msgs, extra_body=extra)  # type: ignore[arg-type]
+    # one token left: the run is held to it and stops at once; the client is told why
     with pytest.raises(openai.RateLimitError, match=r"daily budget of key 'poor' is spent"):
         poor.chat.completions.create(model="rlm", messages=msgs, extra_body=extra)  # type: ignore[arg-type]
 
@@ -150,3 +150,18 @@ def test_wall_time_per_request(serve: Callable[..., Running], stub: StubServer) 
     assert (
         reply.model_extra is not None and reply.model_extra["recursor"]["stop_reason"] == "timeout"
     )
+
+
+def test_key_budget_caps_a_run(serve: Callable[..., Running], stub: StubServer) -> None:
+    """What a key has left of its day bounds the run's whole tree (the library's
+    max_tokens), so one run cannot spend far past the budget; the gate then shuts."""
+    server = serve(keys=[{"name": "bob", "key": "sk-bob", "daily_tokens": 1200}])
+    with server.client("sk-bob") as http:
+        r = http.post("/v1/chat/completions", json=ASK)
+        assert r.status_code == 429 and "stopped at what the key had left" in error_of(r)
+        run_id = r.headers["x-recursor-run-id"]
+        usage = http.get(f"/v1/runs/{run_id}").json()["usage"]["total"]
+        # the first root call (~960 tokens) and the small sub-call fit; the second root call
+        # was refused before it was made
+        assert 0 < usage["input_tokens"] + usage["output_tokens"] <= 1200
+        assert len(stub.requests) == 2

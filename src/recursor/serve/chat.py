@@ -126,29 +126,37 @@ def start_run(state: ServerState, body: dict[str, Any], key: ApiKey | None) -> R
         messages = [{"role": "user", "content": body["query"]}]
     else:
         raise ApiError(400, "give 'messages' (or 'query' for a job)", "bad_messages")
-    context = context_of(state, body)
-    state.check_budget(key)
+    context: str | Path | None = context_of(state, body)
+    left = state.check_budget(key)
     key_name = None if key is None else key.name
     on_end = _charger(state, key)
-    try:
-        if not isinstance(profile, RLMProfile):
-            if context is not None:
-                raise ApiError(400, f"model {name!r} is a plain model: no context", "bad_context")
-            timeout = state.config.server.request_timeout_s
-            return state.runs.start_model(name, messages, timeout, key_name, on_end)
+    direct_timeout = state.config.server.request_timeout_s
+    capped = None
+    if isinstance(profile, RLMProfile):
         limits = request_limits(state, profile, body.get("limits"))
+        if left is not None and key is not None:
+            # the key's day: a hard cap on this run's tree, not only a gate
+            tight = LimitsConfig(max_tokens=left.max_tokens, max_cost_usd=left.max_cost_usd)
+            capped, limits = key.name, tight.tighten(limits)
+        direct_timeout = limits.timeout_s or direct_timeout
         if context is not None:
             query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-            return state.runs.start_rlm(name, query, context, limits, key_name, on_end)
-        split = split_conversation(messages, profile.inline_limit)
+            split: tuple[str, str | Path] | None = (query, context)
+        else:
+            split = split_conversation(messages, profile.inline_limit)
+    elif context is not None:
+        raise ApiError(400, f"model {name!r} is a plain model: no context", "bad_context")
+    else:
+        split = None
+    try:
         if split is None:
-            timeout = limits.timeout_s or state.config.server.request_timeout_s
-            return state.runs.start_model(name, messages, timeout, key_name, on_end)
-        query, text = split
-        return state.runs.start_rlm(name, query, text, limits, key_name, on_end)
+            return state.runs.start_model(name, messages, direct_timeout, key_name, on_end)
+        run = state.runs.start_rlm(name, split[0], split[1], limits, key_name, on_end)
     except TooManyRuns as exc:
         retry = str(state.config.server.retry_after_s)
         raise ApiError(429, str(exc), "too_many_runs", {"retry-after": retry}) from None
+    run.capped_by = capped
+    return run
 
 
 def _charger(state: ServerState, key: ApiKey | None) -> Any:
@@ -187,9 +195,21 @@ def _completion(run: Run, outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def _failed(outcome: Outcome) -> bool:
-    """A run that ended by an error, not by a budget: the request failed (502)."""
-    return outcome.answer is None and outcome.stop_reason in {"error", "cancelled"}
+def _refusal(run: Run, outcome: Outcome) -> ApiError | None:
+    """The error a run without an answer is reported as: 502 when it failed, 429 when the
+    API key's day stopped it; None when it ended by its own limits (an answer of null)."""
+    if outcome.answer is not None:
+        return None
+    if outcome.stop_reason in {"error", "cancelled"}:
+        return ApiError(502, f"the run failed: {outcome.error}", "run_failed")
+    if outcome.stop_reason == "budget" and run.capped_by is not None:
+        return ApiError(
+            429,
+            f"daily budget of key {run.capped_by!r} is spent: the run stopped at what the key "
+            f"had left today ({outcome.error}); it resets at midnight UTC",
+            "budget_exceeded",
+        )
+    return None
 
 
 async def _wait_or_disconnect(state: ServerState, request: Request, run: Run) -> Outcome | None:
@@ -228,9 +248,10 @@ async def chat_completions(request: Request) -> Response:
     outcome = await _wait_or_disconnect(state, request, run)
     if outcome is None:
         return Response(status_code=499)  # nobody reads it; nginx's "client closed request"
-    if _failed(outcome):
-        err = ApiError(502, f"the run failed: {outcome.error}", "run_failed", headers).response()
-        return err
+    refusal = _refusal(run, outcome)
+    if refusal is not None:
+        refusal.headers.update(headers)
+        return refusal.response()
     return JSONResponse(_completion(run, outcome), headers=headers)
 
 
@@ -258,9 +279,9 @@ async def _chunks(state: ServerState, run: Run, include_usage: bool) -> AsyncIte
                 yield chunk({"reasoning_content": line + "\n"})
         outcome = run.outcome
         assert outcome is not None
-        if _failed(outcome):
-            error = {"message": f"the run failed: {outcome.error}", "code": "run_failed"}
-            yield _sse({"error": error})
+        refusal = _refusal(run, outcome)
+        if refusal is not None:
+            yield _sse({"error": {"message": refusal.message, "code": refusal.code}})
         elif outcome.answer is not None:
             yield chunk({"content": outcome.answer})
         yield chunk({}, _finish_reason(outcome))

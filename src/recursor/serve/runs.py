@@ -67,6 +67,8 @@ class Run:
     outcome: Outcome | None = None
     task: asyncio.Task[None] | None = None
     started: float = field(default_factory=time.monotonic)
+    #: the API key whose day's remainder bounds this run (its budget stop is the key's)
+    capped_by: str | None = None
 
     def notify(self) -> None:
         # wake every follower: each waits on the Event it saw, so swap in a fresh one

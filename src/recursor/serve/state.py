@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from recursor.limits import Limits
 from recursor.lm.base import LM
 from recursor.serve.config import ApiKey, ServeConfig
 from recursor.serve.files import FileStore
@@ -79,9 +80,11 @@ class ServerState:
             raise ApiError(401, "invalid API key", "invalid_api_key")
         return key
 
-    def check_budget(self, key: ApiKey | None) -> None:
+    def check_budget(self, key: ApiKey | None) -> Limits | None:
+        """Refuse a key whose day is spent (429); else what it has left, as limits a run of
+        it is held to (so one RLM run cannot spend far past the key's day), or None."""
         if key is None:
-            return
+            return None
         tokens, usd = self.store.spent_today(key.name)
         over = None
         if key.daily_tokens is not None and tokens >= key.daily_tokens:
@@ -96,6 +99,9 @@ class ServerState:
                 "it resets at midnight UTC",
                 "budget_exceeded",
             )
+        left_tokens = None if key.daily_tokens is None else key.daily_tokens - tokens
+        left_usd = None if key.daily_usd is None else key.daily_usd - usd
+        return Limits(max_tokens=left_tokens, max_cost_usd=left_usd)
 
     def profile(self, name: object) -> str:
         if not isinstance(name, str) or name not in self.config.profiles:
