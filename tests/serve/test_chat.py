@@ -154,3 +154,12 @@ def test_curl_stream(server: Running) -> None:
     content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert content == "5"
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_plain_profile_streams(server: Running) -> None:
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused")
+    stream = client.chat.completions.create(
+        model="mini", messages=[{"role": "user", "content": "echo streamed"}], stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "streamed"

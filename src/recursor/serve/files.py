@@ -19,10 +19,14 @@ from typing import IO, Any
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
+from recursor.errors import RecursorError
+
 _ID = re.compile(r"^file-[0-9a-f]{24}$")
 
 
-class UploadError(Exception):
+class UploadError(RecursorError):
+    """An upload refused: its HTTP status, a message and a code for the client."""
+
     def __init__(self, status: int, message: str, code: str) -> None:
         super().__init__(message)
         self.status = status

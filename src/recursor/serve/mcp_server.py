@@ -22,14 +22,14 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from recursor._cli_options import load_context
-from recursor.errors import ContextError
+from recursor.errors import ContextError, RecursorError
 from recursor.limits import Limits
 from recursor.serve.config import RLMProfile, ServeConfig
 from recursor.serve.runs import whole_usage
 from recursor.serve.state import ServerState
 
 
-class ToolInputError(ToolError):
+class ToolInputError(ToolError, RecursorError):
     """A tool argument that cannot be used: the SDK reports a ToolError's message to the
     client (any other exception becomes a bare "Error executing tool")."""
 

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from recursor.errors import RecursorError
 from recursor.limits import Limits
 from recursor.lm.base import LM
 from recursor.serve.config import ApiKey, ServeConfig
@@ -23,7 +24,7 @@ from recursor.serve.store import RunStore
 __all__ = ["ApiError", "ServerState", "read_json", "state_of"]
 
 
-class ApiError(Exception):
+class ApiError(RecursorError):
     """An error answered in OpenAI's shape."""
 
     def __init__(
