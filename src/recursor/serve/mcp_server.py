@@ -68,7 +68,11 @@ def build_mcp(state: ServerState, roots: list[Path]) -> MCPServer:
                 raise ToolInputError(str(exc)) from None
         limits = chosen.limits.apply(Limits())
         run = state.runs.start_rlm(profile, query, ctx, limits, None)
-        outcome = await state.runs.wait(run)
+        try:
+            outcome = await state.runs.wait(run)
+        finally:
+            if run.outcome is None and run.task is not None:  # the client cancelled the call
+                run.task.cancel()
         return {
             "answer": outcome.answer,
             "run_id": run.id,
