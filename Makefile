@@ -60,6 +60,12 @@ system-deps:
 	  else \
 	    echo "note: install Debian's chromium (as root) to run the browser test"; \
 	  fi; }
+	@command -v chromedriver >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-driver >/dev/null; \
+	  else \
+	    echo "note: install Debian's chromium-driver (as root) to run the serve page's browser test"; \
+	  fi; }
 	@command -v bwrap >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \

@@ -13,8 +13,14 @@ from pathlib import Path
 import recursor
 
 SRC = Path(recursor.__file__).parent
-#: above the core: programs that use it (CLI, benchmarks, trace apps, the demo)
-FRONT = ("recursor.cli", "recursor._cli_options", "recursor.bench", "recursor.demo")
+#: above the core: programs that use it (CLI, benchmarks, trace apps, the demo, the server)
+FRONT = (
+    "recursor.cli",
+    "recursor._cli_options",
+    "recursor.bench",
+    "recursor.demo",
+    "recursor.serve",
+)
 APPS = ("recursor.apps",)
 
 

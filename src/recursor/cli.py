@@ -262,6 +262,9 @@ _register_bench(app)
 from recursor.cli_chat import register as _register_chat  # noqa: E402
 
 _register_chat(app)
+from recursor.cli_serve import register as _register_serve  # noqa: E402
+
+_register_serve(app)
 
 
 def main() -> None:
