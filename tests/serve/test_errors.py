@@ -165,3 +165,18 @@ def test_key_budget_caps_a_run(serve: Callable[..., Running], stub: StubServer) 
         # was refused before it was made
         assert 0 < usage["input_tokens"] + usage["output_tokens"] <= 1200
         assert len(stub.requests) == 2
+
+
+def test_trace_viewer_needs_the_key(serve: Callable[..., Running]) -> None:
+    server = serve(keys=KEYS)
+    with server.client("sk-alice") as http:
+        run_id = http.post("/v1/chat/completions", json=ASK).headers["x-recursor-run-id"]
+        assert http.get(f"/runs/{run_id}/trace").status_code == 200
+    with server.client() as anon:
+        assert anon.get(f"/runs/{run_id}/trace").status_code == 401
+        assert anon.post(f"/runs/{run_id}/trace", data={"key": "sk-wrong"}).status_code == 401
+        page = anon.post(f"/runs/{run_id}/trace", data={"key": "sk-alice"})
+        assert page.status_code == 200 and "how long?" in page.text
+        # the viewer's own policy: no fetches, scripts only its inline one
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        assert anon.get("/").headers["content-security-policy"].startswith("default-src 'none'")

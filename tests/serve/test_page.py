@@ -4,7 +4,7 @@ uploaded file from the form, see its events and its answer appear live; model te
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,8 +39,10 @@ def browser(tmp_path: Path) -> Iterator[object]:
 
 
 def test_start_a_run_from_the_page(
-    server: Running, stub: StubServer, browser: object, tmp_path: Path
+    serve: Callable[..., Running], stub: StubServer, browser: object, tmp_path: Path
 ) -> None:
+    """On a keyed server: the key typed into the page is sent with every call."""
+    server = serve(keys=[{"name": "page", "key": "sk-page"}])
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support import expected_conditions as ec
@@ -60,6 +62,8 @@ def test_start_a_run_from_the_page(
     doc.write_text("r" * 4242)
     browser.get(server.url + "/")
     wait = WebDriverWait(browser, 30)
+    browser.find_element(By.ID, "key").send_keys("sk-page")
+    browser.find_element(By.ID, "refresh").click()
     wait.until(lambda d: Select(d.find_element(By.ID, "model")).options)
     Select(browser.find_element(By.ID, "model")).select_by_value("rlm")
     browser.find_element(By.ID, "file").send_keys(str(doc))
@@ -78,6 +82,8 @@ def test_start_a_run_from_the_page(
     shot = ARTIFACTS / "serve-run-page.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 20_000
-    # the full viewer over the stored events opens from the page's link
-    browser.get(browser.find_element(By.ID, "trace-link").get_attribute("href") or "")
+    # the full viewer over the stored events opens from the page's button, in a new tab
+    browser.find_element(By.ID, "trace-open").click()
+    wait.until(lambda d: len(d.window_handles) == 2)
+    browser.switch_to.window(browser.window_handles[1])
     wait.until(lambda d: "how long is the report?" in d.page_source)

@@ -71,7 +71,9 @@ async function openRun(id) {
   $("run").hidden = false;
   $("run-id").textContent = id;
   $("run-state").textContent = "";
-  $("trace-link").href = "/runs/" + encodeURIComponent(id) + "/trace";
+  // a form POST, so a keyed server gets the key in the body (never in a URL or a cookie)
+  $("trace-form").action = "/runs/" + encodeURIComponent(id) + "/trace";
+  $("trace-key").value = $("key").value.trim();
   $("events").replaceChildren();
   $("answer").textContent = "(running)";
   $("answer").className = "muted";

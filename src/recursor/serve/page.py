@@ -42,10 +42,28 @@ async def script() -> Response:
 @router.get("/runs/{run_id}/trace", response_class=HTMLResponse)
 async def trace_view(request: Request, run_id: str) -> HTMLResponse:
     """The full trace viewer for a run (its events so far); keyed servers need the key."""
+    state = state_of(request)
+    state.authorize(request)
+    return _viewer(request, run_id)
+
+
+@router.post("/runs/{run_id}/trace", response_class=HTMLResponse)
+async def trace_view_form(request: Request, run_id: str) -> HTMLResponse:
+    """The same, opened from the run page: a keyed server reads the key from the form body
+    (a link cannot carry an Authorization header, and a key in a URL ends up in logs)."""
+    state = state_of(request)
+    if state.config.keys:
+        form = await request.form()
+        key = form.get("key")
+        if not isinstance(key, str) or state.config.find_key(key) is None:
+            raise ApiError(401, "a valid API key is needed to open this trace", "invalid_api_key")
+    return _viewer(request, run_id)
+
+
+def _viewer(request: Request, run_id: str) -> HTMLResponse:
     from recursor.apps.viewer import render_html
 
     state = state_of(request)
-    state.authorize(request)
     if state.store.get(run_id) is None:
         raise ApiError(404, f"run {run_id!r} not found", "run_not_found")
     events = [event_from_dict(e) for _seq, e in state.store.events(run_id)]
