@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Literal, TypedDict, Unpack
 
 from recursor._cancel import Cancel
@@ -249,7 +249,7 @@ class RLM(Closing):
         the run (see :mod:`recursor.streaming`)."""
         return stream_run(lambda listener, cancel: self._complete(query, context, listener, cancel))
 
-    def astream(self, query: str, context: ContextInput = None) -> AsyncIterator[Event]:
+    def astream(self, query: str, context: ContextInput = None) -> AsyncGenerator[Event, None]:
         """:meth:`stream` for ``async for``; the run is :meth:`acompletion`'s."""
         return astream_run(
             lambda listener, cancel: self._acomplete(query, context, listener, cancel)

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -244,7 +244,9 @@ class _AsyncFeed:
             await self._ready.wait()
 
 
-async def astream_run(run: AsyncRunner, *, bound: int = STREAM_BOUND) -> AsyncIterator[Event]:
+async def astream_run(
+    run: AsyncRunner, *, bound: int = STREAM_BOUND
+) -> AsyncGenerator[Event, None]:
     """:func:`stream_run` for async code: ``run`` is awaited as a task of the running loop.
 
     Events come from threads (cells, the broker's loop, a blocking model's call) and from the

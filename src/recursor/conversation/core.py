@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
@@ -246,7 +246,7 @@ class Conversation(Closing):
         conversation stay usable."""
         return stream_run(lambda listener, cancel: self._ask(query, limits, listener, cancel))
 
-    def astream(self, query: str, *, limits: Limits | None = None) -> AsyncIterator[Event]:
+    def astream(self, query: str, *, limits: Limits | None = None) -> AsyncGenerator[Event, None]:
         """:meth:`stream` for ``async for``; the ask is :meth:`aask`'s."""
         return astream_run(lambda listener, cancel: self._aask(query, limits, listener, cancel))
 

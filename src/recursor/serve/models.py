@@ -17,7 +17,6 @@ from recursor.rlm import RLM
 from recursor.sandbox import resolve_environment
 from recursor.sandbox.base import Environment
 from recursor.serve.config import ModelProfile, RLMProfile, ServeConfig
-from recursor.trace import Sink
 
 
 def _environment(profile: RLMProfile) -> Environment:
@@ -64,7 +63,7 @@ class Served:
         profile = self.profiles[name]
         return self.lm(profile.model if isinstance(profile, ModelProfile) else profile.root)
 
-    def build_rlm(self, name: str, sink: Sink, limits: Limits) -> RLM:
+    def build_rlm(self, name: str, limits: Limits) -> RLM:
         profile = self.profiles[name]
         assert isinstance(profile, RLMProfile)
         return RLM(
@@ -74,7 +73,6 @@ class Served:
             environment=self.environments[name],
             limits=limits,
             max_concurrency=profile.max_concurrency,
-            sinks=[sink],
         )
 
     def close(self) -> None:

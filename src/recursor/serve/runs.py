@@ -23,7 +23,7 @@ from recursor.errors import RecursorError
 from recursor.limits import Limits
 from recursor.lm.base import Message
 from recursor.result import RLMResult
-from recursor.serve.feed import run_feed
+from recursor.serve.feed import RunFeed, run_feed
 from recursor.serve.metrics import Metrics
 from recursor.serve.models import Served
 from recursor.serve.store import RunStore
@@ -138,7 +138,12 @@ class RunManager:
     async def _rlm_body(
         self, run: Run, profile: str, query: str, context: ContextInput, limits: Limits
     ) -> Outcome:
-        feed = run_feed(lambda sink: self.served.build_rlm(profile, sink, limits), query, context)
+        rlm = self.served.build_rlm(profile, limits)
+        feed = run_feed(rlm.astream(query, context), close=rlm.close)
+        return await self.feed_body(run, feed)
+
+    async def feed_body(self, run: Run, feed: RunFeed) -> Outcome:
+        """Record ``feed``'s events in ``run`` until its result (a session's ask uses it too)."""
         try:
             async for item in feed:
                 if isinstance(item, RLMResult):
