@@ -142,6 +142,11 @@ class Conversation(Closing):
         return self._closed
 
     @property
+    def busy(self) -> bool:
+        """An ask (or a save, or add_context) is running."""
+        return self._lock.locked()
+
+    @property
     def usage(self) -> UsageReport:
         """Usage of every ask so far."""
         return self._usage

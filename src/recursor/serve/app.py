@@ -15,7 +15,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recursor.lm.base import LM
-from recursor.serve import chat, jobs, page
+from recursor.serve import chat, jobs, page, sessions
 from recursor.serve.config import RLMProfile, ServeConfig
 from recursor.serve.state import ApiError, ServerState, state_of
 
@@ -141,5 +141,6 @@ def create_app(config: ServeConfig, lms: dict[str, LM] | None = None) -> FastAPI
 
     app.include_router(chat.router)
     app.include_router(jobs.router)
+    app.include_router(sessions.router)
     app.include_router(page.router)
     return app

@@ -173,6 +173,9 @@ class ServerSettings(_Strict):
     grace_s: float = Field(default=30.0, ge=0)
     #: seconds a 429 for too many runs asks the client to wait
     retry_after_s: int = Field(default=2, ge=1)
+    #: conversations (``/v1/sessions``) open at once, and how long an unused one lives
+    max_sessions: int = Field(default=16, ge=1)
+    session_idle_s: float = Field(default=900.0, gt=0)
 
 
 class ServeConfig(_Strict):

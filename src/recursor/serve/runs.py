@@ -121,6 +121,26 @@ class RunManager:
         run.task = asyncio.create_task(self._drive(run, body, outer, on_end))
         return run
 
+    def start_feed(  # noqa: PLR0913, PLR0917 - what a run is made of
+        self,
+        profile: str,
+        query: str,
+        feed: RunFeed,
+        limits: Limits,
+        key: str | None,
+        on_end: Callable[[Outcome], None] | None = None,
+    ) -> Run:
+        """A run whose events come from ``feed`` (a session's ask)."""
+        try:
+            run = self._admit(profile, "rlm", query, key)
+        except BaseException:
+            # never iterated: nothing started; close it so its stream is not left pending
+            asyncio.get_running_loop().create_task(feed.aclose())
+            raise
+        outer = None if limits.timeout_s is None else limits.timeout_s + OUTER_GRACE_S
+        run.task = asyncio.create_task(self._drive(run, self.feed_body(run, feed), outer, on_end))
+        return run
+
     def start_model(
         self,
         profile: str,

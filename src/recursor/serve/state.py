@@ -19,6 +19,7 @@ from recursor.serve.files import FileStore
 from recursor.serve.metrics import Metrics
 from recursor.serve.models import Served
 from recursor.serve.runs import RunManager
+from recursor.serve.session_table import SessionTable
 from recursor.serve.store import RunStore
 
 __all__ = ["ApiError", "ServerState", "read_json", "state_of"]
@@ -50,6 +51,7 @@ class ServerState:
     files: FileStore
     metrics: Metrics
     runs: RunManager
+    sessions: SessionTable
 
     @classmethod
     def build(cls, config: ServeConfig, lms: dict[str, LM] | None = None) -> ServerState:
@@ -58,10 +60,13 @@ class ServerState:
         store = RunStore(data)
         metrics = Metrics()
         runs = RunManager(served, store, metrics, max_runs=config.server.max_concurrent_runs)
-        return cls(config, served, store, FileStore(data / "files"), metrics, runs)
+        files = FileStore(data / "files")
+        sessions = SessionTable(config.server.max_sessions)
+        return cls(config, served, store, files, metrics, runs, sessions)
 
     async def aclose(self) -> None:
         await self.runs.shutdown(self.config.server.grace_s)
+        self.sessions.close_all()
         self.served.close()
         self.store.close()
 
