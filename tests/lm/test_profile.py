@@ -91,6 +91,7 @@ def test_local_profile_is_the_runtime_n_ctx() -> None:
         max_output_tokens=256,
         cache_params={"temperature": 0.0, "max_tokens": 256},
         prompt_style="compact",
+        streams=True,  # llama.cpp streams token deltas through xllamacpp's callback
     )
     warm = local.LocalLM("local:x", config, temperature=0.7, seed=3)
     assert warm.profile.cache_params["seed"] == 3  # sampling: the seed changes the reply
