@@ -253,6 +253,10 @@ from recursor.bench.cli import register as _register_bench  # noqa: E402
 
 _register_bench(app)
 
+from recursor.cli_batch import register as _register_batch  # noqa: E402
+
+_register_batch(app)
+
 
 def main() -> None:
     app()

@@ -14,6 +14,7 @@ import os
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -52,40 +53,84 @@ def _call(fn: Callable[[A], R], arg: A) -> tuple[R, str]:
 
 class ProcessExecutor:
     """``n`` local worker processes (spawned, not forked: the driver has threads, and a forked
-    copy of a lock held by one of them would never be released)."""
+    copy of a lock held by one of them would never be released).
 
-    def __init__(self, n: int = 1) -> None:
+    A worker that dies (killed, out of memory) breaks Python's process pool and every item in
+    it; the pool is then built anew and those items start again, up to ``max_retries`` times
+    each, the way Ray re-runs the tasks of a lost node.
+    """
+
+    def __init__(self, n: int = 1, *, max_retries: int = 3) -> None:
         if n < 1:
             raise ValueError("ProcessExecutor needs n >= 1")
         self.n = n
+        self.max_retries = max_retries
 
     @property
     def capacity(self) -> int:
         return self.n
 
     def map_unordered(self, fn: Callable[[A], R], args: Iterable[A]) -> Iterator[Outcome[A, R]]:
-        source = iter(args)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.n, mp_context=context) as pool:
-            running: dict[Future[tuple[R, str]], A] = {}
+        queue = _Queue(iter(args))
+        while not queue.spent():
+            pool = ProcessPoolExecutor(self.n, mp_context=multiprocessing.get_context("spawn"))
+            try:
+                yield from self._run_pool(pool, fn, queue)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
 
-            def fill() -> None:
-                while len(running) < self.n:
-                    try:
-                        arg = next(source)
-                    except StopIteration:
-                        return
-                    running[pool.submit(_call, fn, arg)] = arg
-
-            fill()
-            while running:
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    arg = running.pop(future)
-                    try:
-                        value, node = future.result()
-                    except Exception as exc:  # a worker that died: the item is not done
-                        yield Outcome(arg, None, "", f"{type(exc).__name__}: {exc}")
+    def _run_pool(
+        self, pool: ProcessPoolExecutor, fn: Callable[[A], R], queue: _Queue[A]
+    ) -> Iterator[Outcome[A, R]]:
+        """Run until the queue is spent or the pool breaks; on a break, what was running goes
+        back to the queue (or, past its retries, out as a failure)."""
+        running: dict[Future[tuple[R, str]], tuple[A, int]] = {}
+        while True:
+            while len(running) < self.n and (entry := queue.next()) is not None:
+                running[pool.submit(_call, fn, entry[0])] = entry
+            if not running:
+                return
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            if any(isinstance(f.exception(), BrokenProcessPool) for f in finished):
+                # a broken pool fails every future it holds: all of them go back
+                for future, (arg, tries) in running.items():
+                    if future.done() and future.exception() is None:
+                        yield Outcome(arg, *future.result())
+                    elif tries < self.max_retries:
+                        queue.again(arg, tries + 1)
                     else:
-                        yield Outcome(arg, value, node)
-                fill()
+                        yield Outcome(arg, None, "", f"worker lost {tries + 1} times")
+                return
+            for future in finished:
+                arg, _tries = running.pop(future)
+                error = future.exception()
+                if error is None:
+                    yield Outcome(arg, *future.result())
+                else:  # the function raised (run_item never does)
+                    yield Outcome(arg, None, "", f"{type(error).__name__}: {error}")
+
+
+class _Queue(Generic[A]):
+    """Arguments to run: retries first, then the caller's iterator (pulled lazily)."""
+
+    def __init__(self, source: Iterator[A]) -> None:
+        self.source = source
+        self.retries: list[tuple[A, int]] = []
+        self.exhausted = False
+
+    def again(self, arg: A, tries: int) -> None:
+        self.retries.append((arg, tries))
+
+    def next(self) -> tuple[A, int] | None:
+        if self.retries:
+            return self.retries.pop(0)
+        if self.exhausted:
+            return None
+        try:
+            return next(self.source), 0
+        except StopIteration:
+            self.exhausted = True
+            return None
+
+    def spent(self) -> bool:
+        return self.exhausted and not self.retries
