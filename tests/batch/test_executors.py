@@ -173,3 +173,38 @@ def test_a_node_lost_mid_batch_has_its_items_finished_elsewhere(
     results = _one_per_id(tmp_path, 12)
     nodes = Counter(r["node"] for r in results)
     assert nodes[victim_id] >= 1 and len(nodes) >= 2
+
+
+@pytest.mark.ray
+def test_bench_ray_runs_the_matrix_on_the_cluster(
+    ray_cluster: Any, stub: StubServer, tmp_path: Path
+) -> None:
+    import json
+    import re
+
+    from typer.testing import CliRunner
+
+    from recursor.cli import app
+
+    calls: list[int] = []
+
+    def reader(chat: list[dict[str, str]]) -> str:
+        calls.append(1)
+        found = re.search(r"magic numbers for [\w-]+ is: (\d+)", chat[-1]["content"])
+        return found.group(1) if found else "unknown"
+
+    stub.script.handler = reader
+    out = tmp_path / "bench"
+    args = [
+        "bench", "--families", "sniah", "--methods", "direct,bm25", "--model", "openai:gpt-4o-mini",
+        "--n", "2", "--lengths", "1000", "--ray", "auto", "--out", str(out),
+    ]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["config"]["ray"] == "auto"
+    assert len(data["records"]) == 4 and all(r["score"] == 1.0 for r in data["records"])
+    made = len(calls)
+    assert made >= 4  # by tasks on the cluster's nodes, through the forwarded base URL
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and len(calls) == made  # resumed: nothing ran again
