@@ -103,3 +103,18 @@ def test_the_matrix_runs_on_a_batch_executor_and_resumes(
     calls = len(server.requests)
     again = run_matrix(tasks, ["direct", "bm25"], models, tmp_path, executor=ProcessExecutor(2))
     assert again == records and len(server.requests) == calls
+
+
+def test_rlms_sends_its_llm_query_to_the_sub_model(tmp_path: Path) -> None:
+    asks = "```repl\nanswer['content'] = llm_query('which number?')\nanswer['ready'] = True\n```"
+    sub_calls: list[str] = []
+
+    def sub_fn(messages: list[dict[str, str]]) -> str:
+        sub_calls.append(messages[-1]["content"])
+        return "42"
+
+    root = FunctionLM(lambda m: asks, name="root-model")  # type: ignore[arg-type]
+    sub = FunctionLM(sub_fn, name="sub-model")  # type: ignore[arg-type]
+    (r,) = run_matrix(generate("sniah", 1, 1000, 0), ["rlms"], Models(root, sub), tmp_path)
+    assert r["answer"] == "42" and sub_calls == ["which number?"]
+    assert r["calls"] == 2  # one root turn, one sub-call, both counted at the bridges

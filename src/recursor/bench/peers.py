@@ -10,20 +10,25 @@ rlms talks to models through its own OpenAI client, so it needs an OpenAI-compat
   (:class:`recursor.lm.stub_server.StubServer` whose handler calls the LM), and usage is counted
   at the bridge: every call rlms makes, children included, with the LM's own token counts.
 
-rlms runs its root and its ``llm_query`` on one model (the root): it has no separate sub-model
-at depth 1 unless one names it per call. Anything rlms raises (its timeout, a crash of its
-environment) is an :class:`Attempt` of this method with the error, never a failure of the
-harness; a timeout keeps rlms's best partial answer.
+rlms's ``llm_query`` (its depth-1 calls) goes to the sub-model when it differs from the root
+(rlms's ``other_backends``), on the same server for ``--base-url`` or through a second bridge.
+
+rlms's ``local`` environment runs the model's code in this process, unconfined (DESIGN §5):
+run it only on models and tasks you trust as much as the bench itself. Anything rlms raises
+(its timeout, a crash of its environment) is an :class:`Attempt` of this method with the
+error, never a failure of the harness; a timeout keeps rlms's best partial answer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import os
 import threading
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from recursor.bench.endpoint import Endpoint
@@ -61,14 +66,37 @@ class _Bridge:
         return StubReply(text=done.text, usage=(done.usage.input_tokens, done.usage.output_tokens))
 
 
+@dataclass
+class _Route:
+    """Where rlms finds its root model and, when it differs, its depth-1 sub-model."""
+
+    root: Endpoint
+    sub: Endpoint | None
+    bridges: list[_Bridge]
+
+    def usage(self) -> Usage | None:
+        if not self.bridges:
+            return None
+        total = Usage()
+        for bridge in self.bridges:
+            total += bridge.usage
+        return total
+
+
 @contextlib.contextmanager
-def _endpoint(models: Models) -> Iterator[tuple[Endpoint, _Bridge | None]]:
+def _route(models: Models) -> Iterator[_Route]:
+    same = models.sub is models.root or models.sub.name == models.root.name
     if models.endpoint is not None:
-        yield models.endpoint, None
+        sub_model = models.sub.name.partition(":")[2] or models.sub.name
+        sub = None if same else dataclasses.replace(models.endpoint, model=sub_model)
+        yield _Route(models.endpoint, sub, [])
         return
-    bridge = _Bridge(models.root)
-    with bridge.server as server:
-        yield Endpoint(server.base_url, models.root.name, "bridge"), bridge
+    with contextlib.ExitStack() as stack:
+        bridges = [_Bridge(models.root)] + ([] if same else [_Bridge(models.sub)])
+        urls = [stack.enter_context(b.server).base_url for b in bridges]
+        root = Endpoint(urls[0], models.root.name, "bridge")
+        sub = None if same else Endpoint(urls[1], models.sub.name, "bridge")
+        yield _Route(root, sub, bridges)
 
 
 def _rlms_usage(completion: object, models: Models) -> Usage:
@@ -100,34 +128,43 @@ class Rlms:
             raise ConfigurationError(
                 f'rlms is not installed (pip install "recursor[peers]"): {exc}'
             ) from exc
-        with _endpoint(models) as (endpoint, bridge), _peer_leaks_quietly():
+        with _route(models) as route, _peer_leaks_quietly():
             answer: str | None
             usage = Usage()
             try:
-                done = _complete(rlm_core, endpoint, task, models)
+                done = _complete(rlm_core, route, task, models)
             except Exception as exc:  # rlms's own limits and failures: this method's result
                 answer = _partial_answer(exc)
                 stop, error = _stop_reason(exc), f"{type(exc).__name__}: {exc}"
             else:
                 answer, stop, error = done.response, "answered", done.error
                 usage = _rlms_usage(done, models)
-            if bridge is not None:
-                # counted at the bridge: every call rlms made, its children's included
-                usage = _priced(bridge.usage, models)
+            bridged = route.usage()
+            if bridged is not None:
+                # counted at the bridges: every call rlms made, its children's included
+                usage = _priced(bridged, models)
         # rlms does not say which calls were root turns: all are in usage.calls, none split out
         return Attempt(answer, usage, subcalls=0, stop_reason=stop, error=error)
 
 
-def _complete(rlm_core: Any, endpoint: Endpoint, task: Task, models: Models) -> Any:
+def _kwargs(endpoint: Endpoint) -> dict[str, str]:
+    return {
+        "model_name": endpoint.model,
+        "base_url": endpoint.base_url,
+        "api_key": endpoint.api_key,
+    }
+
+
+def _complete(rlm_core: Any, route: _Route, task: Task, models: Models) -> Any:
     """One rlms completion; its RLM object is dropped on return (see _peer_leaks_quietly)."""
     limits = models.limits
+    sub: dict[str, Any] = {}
+    if route.sub is not None:  # rlms sends depth-1 calls (llm_query) to its "other" backend
+        sub = {"other_backends": ["openai"], "other_backend_kwargs": [_kwargs(route.sub)]}
     peer = rlm_core.RLM(
         backend="openai",
-        backend_kwargs={
-            "model_name": endpoint.model,
-            "base_url": endpoint.base_url,
-            "api_key": endpoint.api_key,
-        },
+        backend_kwargs=_kwargs(route.root),
+        **sub,
         environment="local",
         max_depth=1,
         max_iterations=limits.max_iterations,
