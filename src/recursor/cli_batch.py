@@ -12,6 +12,7 @@ from rich.console import Console
 
 from recursor import _cli_options as opt
 from recursor._terminal import markup_safe
+from recursor.errors import RecursorError
 
 if TYPE_CHECKING:
     from recursor.batch.driver import BatchSummary
@@ -69,7 +70,11 @@ def batch(  # noqa: PLR0913, PLR0917 - typer reads options from parameters
     traces: Annotated[bool, typer.Option(help="Write each item's trace to DIR/traces.")] = True,
 ) -> None:
     """Run every line of INPUT.jsonl ({"id", "query", "context" | "context_path", "profile"?,
-    "limits"?}) and append each result to DIR/results.jsonl as it ends."""
+    "limits"?}) and append each result to DIR/results.jsonl as it ends.
+
+    Exit code 0 when every item has a result, 1 when some were lost or left by --max-cost,
+    3 when INPUT cannot be read, 4 for a configuration error (the directory is in use).
+    """
     from recursor.batch.items import read_items
     from recursor.batch.job import JobSpec
 
@@ -96,8 +101,12 @@ def batch(  # noqa: PLR0913, PLR0917 - typer reads options from parameters
         limits=limits,
         trace_dir=str((out / "traces").resolve()) if traces else None,
     )
-    executor = _executor(workers, ray, list(ray_env or []))
-    summary = _run_with_progress(items, executor, out, spec, max_cost)
+    try:
+        executor = _executor(workers, ray, list(ray_env or []))
+        summary = _run_with_progress(items, executor, out, spec, max_cost)
+    except RecursorError as exc:  # a locked directory, Ray not installed
+        err.print(f"[bold red]error:[/] {markup_safe(str(exc))}")
+        raise typer.Exit(4) from None
     _print_summary(summary, len(bad), out)
     raise typer.Exit(0 if summary.failed == 0 and summary.not_started == 0 else 1)
 

@@ -12,7 +12,7 @@ from recursor.batch import Item, JobSpec, read_items, run, run_item
 from recursor.batch.executor import Outcome
 from recursor.batch.job import read_context, trace_name
 from recursor.batch.results import ResultsFile
-from recursor.errors import ContextError
+from recursor.errors import ConfigurationError, ContextError
 
 
 def _write(path: Path, lines: list[str]) -> Path:
@@ -92,6 +92,14 @@ def test_a_torn_last_line_is_cut_and_ids_are_written_once(tmp_path: Path) -> Non
     results.close()
     lines = path.read_text().splitlines()
     assert [json.loads(x)["id"] for x in lines] == ["a", "b"]
+
+
+def test_two_drivers_never_share_a_directory(tmp_path: Path) -> None:
+    first = ResultsFile(tmp_path)
+    with pytest.raises(ConfigurationError, match="another batch"):
+        ResultsFile(tmp_path)
+    first.close()
+    ResultsFile(tmp_path).close()
 
 
 class _Inline:

@@ -70,7 +70,7 @@ def run(
     executor = executor or ProcessExecutor(1)
     max_cost = options.get("max_cost")
     on_result = options.get("on_result")
-    spec = options.get("spec") or JobSpec(trace_dir=str(Path(out) / "traces"))
+    spec = options.get("spec") or JobSpec(trace_dir=str(Path(out).resolve() / "traces"))
     results = ResultsFile(out)
     summary = BatchSummary(spent_usd=results.spent())
     start = time.perf_counter()

@@ -8,6 +8,7 @@ task retried after its node was lost, after it had finished) is written once.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from recursor.errors import ConfigurationError
 from recursor.trace.jsonl import dumps
 
 RESULTS = "results.jsonl"
@@ -60,18 +62,23 @@ class ResultsFile:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / RESULTS
         self.records: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            _cut_torn_tail(self.path)
-            with self.path.open(encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # not ours to fix; the item runs again
-                    if isinstance(record, dict) and isinstance(record.get("id"), str):
-                        self.records.setdefault(record["id"], record)
         self._lock = threading.Lock()
         self._file: IO[str] = self.path.open("a", encoding="utf-8")
+        try:  # two drivers on one directory would each run (and write) the same items
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.close()
+            raise ConfigurationError(f"another batch is writing {self.path}") from None
+        # locked before the torn tail is cut: never cut a line another driver is writing
+        _cut_torn_tail(self.path)
+        with self.path.open(encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # not ours to fix; the item runs again
+                if isinstance(record, dict) and isinstance(record.get("id"), str):
+                    self.records.setdefault(record["id"], record)
 
     def done(self, item_id: str) -> bool:
         return item_id in self.records
