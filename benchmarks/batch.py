@@ -120,6 +120,16 @@ def _ray_runs(n: int, env: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def _merge_saved(results: dict[str, Any], n: int) -> None:
+    """Parts run separately (--parts) add to the figures of the same item count saved before."""
+    if not OUT.exists() or n != 200:
+        return
+    saved = json.loads(OUT.read_text())
+    for key in ("process_1", "process_2", "ray_1_node", "ray_2_nodes"):
+        if key not in results and key in saved and saved.get("items") == n:
+            results[key] = saved[key]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=200)
@@ -137,12 +147,7 @@ def main() -> None:
         if "ray" in parts:
             results.update(_ray_runs(args.items, env))
     n = args.items
-    # parts run separately (--parts) add to the figures of the same item count already saved
-    if OUT.exists() and n == 200:
-        saved = json.loads(OUT.read_text())
-        for key in ("process_1", "process_2", "ray_1_node", "ray_2_nodes"):
-            if key not in results and key in saved and saved.get("items") == n:
-                results[key] = saved[key]
+    _merge_saved(results, n)
     if "ray_2_nodes" in results:
         results["ray_speedup_2_vs_1_node"] = round(
             results["ray_2_nodes"]["items_per_s"] / results["ray_1_node"]["items_per_s"], 3
