@@ -108,8 +108,9 @@ eval: install
 # cores): every finished job is kept in $(TABLE_OUT)/records.jsonl, so re-running the same
 # command resumes where it stopped. rlms reaches the embedded models through a loopback
 # OpenAI-compatible bridge (recursor.bench.peers). A smoke of one cell per method:
-#   make table TABLE_FAMILIES=sniah TABLE_LENGTHS=1000 TABLE_N=1
-# (its jobs are the first of the full table's, so the full run reuses them).
+#   make table TABLE_FAMILIES=sniah TABLE_LENGTHS=1000 TABLE_N=1 TABLE_OUT=benchmarks/results/table-smoke
+# (kept apart: runs that time out are results, not crashes, and a resumed table keeps them, so
+# a smoke taken on a loaded machine must not seed the real table).
 TABLE_FAMILIES ?= sniah,multihop,oolong
 TABLE_METHODS  ?= rlm-d0,rlm-d1,rlms,direct,bm25
 TABLE_LENGTHS  ?= 1000,4000,16000
