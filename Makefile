@@ -16,7 +16,7 @@ PIN    ?= -c $(LOCK)
 # (a dependency added to pyproject.toml without `make lock`). Off for test-latest.
 LOCKCHECK ?= $(PY) scripts/lockcheck.py $(LOCK)
 
-.PHONY: test demo install install-demo system-deps lint fmt bench eval clean lock test-latest
+.PHONY: test demo install install-demo system-deps lint fmt bench eval table bench-batch clean lock test-latest
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -108,6 +108,29 @@ eval: install
 	  --model local:qwen2.5-coder-1.5b --sub-model local:qwen2.5-coder-0.5b --n 2 \
 	  --lengths 1000,4000,16000 --window 2048 --timeout 240 --max-iterations 6 --concurrency 1 \
 	  --out benchmarks/results/bench-embedded
+
+# The side-by-side table (issue 16): recursor (rlm-d0, rlm-d1) against the official rlms, direct
+# and bm25 on the embedded models, n per cell, three lengths. Hundreds of runs (hours on 2
+# cores): every finished job is kept in $(TABLE_OUT)/records.jsonl, so re-running the same
+# command resumes where it stopped. rlms reaches the embedded models through a loopback
+# OpenAI-compatible bridge (recursor.bench.peers). A smoke of one cell per method:
+#   make table TABLE_FAMILIES=sniah TABLE_LENGTHS=1000 TABLE_N=1 TABLE_OUT=benchmarks/results/table-smoke
+# (kept apart: runs that time out are results, not crashes, and a resumed table keeps them, so
+# a smoke taken on a loaded machine must not seed the real table).
+TABLE_FAMILIES ?= sniah,multihop,oolong
+TABLE_METHODS  ?= rlm-d0,rlm-d1,rlms,direct,bm25
+TABLE_LENGTHS  ?= 1000,4000,16000
+TABLE_N        ?= 5
+TABLE_OUT      ?= benchmarks/results/table-embedded
+table: install
+	nice -n 10 $(PY) -m recursor.cli bench --families $(TABLE_FAMILIES) --methods $(TABLE_METHODS) \
+	  --model local:qwen2.5-coder-1.5b --sub-model local:qwen2.5-coder-0.5b --n $(TABLE_N) \
+	  --lengths $(TABLE_LENGTHS) --window 2048 --timeout 240 --max-iterations 6 --concurrency 1 \
+	  --out $(TABLE_OUT)
+
+# Batch throughput: process executor and Ray (1 and 2 local nodes) on the 500 ms stub.
+bench-batch: install
+	$(PY) benchmarks/batch.py
 
 clean:
 	rm -rf $(VENV) .venv-latest .venv-lock build dist src/*.egg-info

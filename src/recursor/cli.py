@@ -265,6 +265,9 @@ _register_chat(app)
 from recursor.cli_serve import register as _register_serve  # noqa: E402
 
 _register_serve(app)
+from recursor.cli_batch import register as _register_batch  # noqa: E402
+
+_register_batch(app)
 
 
 def main() -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,6 +14,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from recursor import _cli_options as opt
 from recursor._terminal import markup_safe
 from recursor.errors import RecursorError
+
+if TYPE_CHECKING:
+    from recursor.batch.executor import Executor
 
 err = Console(stderr=True)
 
@@ -42,7 +46,7 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
         str,
         typer.Option(
             help="Comma-separated: direct, summarize, bm25, compaction, rlm-d0, rlm-d1, rlm-d2, "
-            "oracle."
+            "oracle, rlms (the official package; recursor[peers])."
         ),
     ] = "direct,rlm-d1",
     model: opt.Model = None,
@@ -76,10 +80,22 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
     out: Annotated[Path, typer.Option(help="Results directory (resumes from it).")] = Path(
         "bench-results"
     ),
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            help="OpenAI-compatible endpoint of an openai:MODEL root, for every method and rlms "
+            "(default: rlms reaches the root model through a loopback bridge)."
+        ),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(help="Run the matrix's jobs as Ray tasks: auto or a cluster address."),
+    ] = None,
 ) -> None:
     """Run METHODS over generated FAMILIES at LENGTHS; write results.json, results.md, plots."""
     from recursor.bench import generate
     from recursor.bench.methods import Models
+    from recursor.bench.peers import endpoint_for
     from recursor.bench.report import write_report
     from recursor.bench.runner import Record, run_matrix
     from recursor.limits import Limits
@@ -87,6 +103,8 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
 
     method_names = _split(methods)
     length_list = [int(x) for x in _split(lengths)]
+    if base_url is not None:
+        os.environ["OPENAI_BASE_URL"] = base_url  # how the openai backend finds its server
     try:
         root = resolve_lm(model or DEFAULT_MODEL)
         sub = root if sub_model is None else resolve_lm(sub_model)
@@ -104,6 +122,7 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
                 max_iterations=max_iterations, timeout_s=timeout, cell_timeout_s=cell_timeout
             ),
             concurrency=subcall_concurrency,
+            endpoint=None if base_url is None else endpoint_for(root.name, base_url),
         )
         progress = Progress(
             TextColumn("[bold]bench[/]"),
@@ -124,7 +143,13 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
                     err.print(f"\\[{done}/{total}] {markup_safe(note)}", highlight=False)
 
             records = run_matrix(
-                tasks, method_names, models, out, concurrency=concurrency, on_record=on_record
+                tasks,
+                method_names,
+                models,
+                out,
+                concurrency=concurrency,
+                on_record=on_record,
+                executor=None if ray is None else ray_executor(ray),
             )
     except RecursorError as exc:
         err.print(f"[bold red]error:[/] {markup_safe(str(exc))}")
@@ -144,12 +169,21 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
         "cell_timeout_s": cell_timeout,
         "concurrency": concurrency,
         "loaded": list(load or []),
+        "base_url": base_url,
+        "ray": ray,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     paths = write_report(out, records, config)
     print((out / "results.md").read_text() if (out / "results.md").exists() else "")
     for name, path in paths.items():
         err.print(markup_safe(f"{name}: {path}"), highlight=False)
+
+
+def ray_executor(address: str) -> Executor:
+    from recursor.batch.ray_executor import RayExecutor
+
+    names = ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "RECURSOR_CACHE_DIR")
+    return RayExecutor(address, env={k: os.environ[k] for k in names if k in os.environ})
 
 
 def register(app: typer.Typer) -> None:

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from recursor.bench.endpoint import Endpoint
 from recursor.bench.task import Task
 from recursor.errors import ConfigurationError
 from recursor.limits import Limits
@@ -54,6 +55,8 @@ class Models:
     limits: Limits = field(default_factory=Limits)
     #: concurrent sub-calls of one task (the RLM's max_concurrency, the baselines' map width)
     concurrency: int = 8
+    #: where peer methods (rlms) reach the root model; None: served to them by a bridge
+    endpoint: Endpoint | None = None
 
     def window(self, lm: LM) -> int:
         if self.window_tokens is not None:

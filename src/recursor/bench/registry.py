@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from recursor.bench.methods import BM25, Compaction, Direct, Method, RLMMethod, Summarize
 from recursor.bench.oracle import Oracle
+from recursor.bench.peers import Rlms
 from recursor.errors import ConfigurationError
 
 METHODS: dict[str, Callable[[], Method]] = {
@@ -21,6 +22,7 @@ METHODS: dict[str, Callable[[], Method]] = {
     "rlm-d1": lambda: RLMMethod(1),
     "rlm-d2": lambda: RLMMethod(2),
     "oracle": Oracle,
+    "rlms": Rlms,
 }
 
 

@@ -10,19 +10,25 @@ a limit (timeout, budget, iterations) are results, not crashes, and are kept.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
+from recursor.bench.endpoint import Endpoint
 from recursor.bench.methods import Attempt, Models
 from recursor.bench.registry import method
 from recursor.bench.task import Task
+from recursor.limits import Limits
+
+if TYPE_CHECKING:
+    from recursor.batch.executor import Executor
 
 Record = dict[str, Any]
 RECORDS = "records.jsonl"
@@ -120,6 +126,9 @@ class MatrixOptions(TypedDict, total=False):
     concurrency: int
     #: ``on_record(record, done, total)``, called as each job ends (for progress display)
     on_record: Callable[[Record, int, int], None] | None
+    #: run the jobs on this :mod:`recursor.batch` executor (Ray, worker processes) instead of
+    #: threads here; models travel by name (:mod:`recursor.bench.distributed`)
+    executor: Executor | None
 
 
 def run_matrix(
@@ -156,13 +165,85 @@ def run_matrix(
     if on_record is not None:
         for record in results.values():
             on_record(record, done, total)
-    with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="recursor-bench") as pool:
-        futures = {pool.submit(run_job, job, models): job for job in todo}
-        for future in as_completed(futures):
-            record = future.result()
-            appender.add(record)
-            results[record["key"]] = record
-            done += 1
-            if on_record is not None:
-                on_record(record, done, total)
+    for record in _records(todo, models, concurrency, options.get("executor")):
+        if record["key"] in results:
+            continue  # written once, whatever an executor hands back twice
+        appender.add(record)
+        results[record["key"]] = record
+        done += 1
+        if on_record is not None:
+            on_record(record, done, total)
     return [results[job_key(job, models)] for job in jobs]
+
+
+def _records(
+    todo: list[Job], models: Models, concurrency: int, executor: Executor | None
+) -> Iterable[Record]:
+    if executor is not None:
+        yield from run_jobs(executor, todo, models)
+        return
+    with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="recursor-bench") as pool:
+        futures = [pool.submit(run_job, job, models) for job in todo]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+# ``recursor bench --ray``: the jobs as tasks of a :mod:`recursor.batch` executor. LM objects
+# hold clients and loaded models and do not travel, so a job carries the models by name
+# (:class:`ModelSpec`) and each task builds them on its node; the record comes back here and
+# is written exactly as a local run's.
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """:class:`Models` by name: picklable, resolved where the job runs."""
+
+    root: str
+    sub: str
+    window_tokens: int | None = None
+    environment: str = "subprocess"
+    limits: Limits = field(default_factory=Limits)
+    concurrency: int = 8
+    endpoint: Endpoint | None = None
+
+    @classmethod
+    def of(cls, models: Models) -> ModelSpec:
+        return cls(
+            models.root.name,
+            models.sub.name,
+            models.window_tokens,
+            models.environment,
+            models.limits,
+            models.concurrency,
+            models.endpoint,
+        )
+
+
+def run_named_job(spec: ModelSpec, job: Job) -> Record:
+    """One job on a worker: the models built from their names, then :func:`run_job`."""
+    from recursor.lm.registry import resolve_lm
+
+    root = resolve_lm(spec.root)
+    sub = root if spec.sub == spec.root else resolve_lm(spec.sub)
+    models = Models(
+        root,
+        sub,
+        spec.window_tokens,
+        spec.environment,
+        spec.limits,
+        spec.concurrency,
+        spec.endpoint,
+    )
+    return run_job(job, models)
+
+
+def run_jobs(executor: Executor, jobs: Sequence[Job], models: Models) -> Iterator[Record]:
+    """Records of ``jobs`` as they end on ``executor`` (a job lost for good is a crash record,
+    so the next run retries it)."""
+    fn: Callable[[Job], Record] = functools.partial(run_named_job, ModelSpec.of(models))
+    for outcome in executor.map_unordered(fn, jobs):
+        if outcome.value is not None:
+            yield outcome.value
+        else:
+            lost = Attempt(None, stop_reason="crash", error=outcome.error)
+            yield record_of(outcome.arg, models, lost, 0.0)
