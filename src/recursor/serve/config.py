@@ -101,6 +101,21 @@ class LimitsConfig(_Strict):
         return replace(base, **lowered)
 
 
+class MCPServer(_Strict):
+    """An MCP server whose tools a profile's model code may call: one started per run over
+    stdio (``command``, ``args``), or one already listening (``url``, streamable HTTP)."""
+
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    url: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> MCPServer:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("an MCP server needs command (stdio) or url (HTTP), not both")
+        return self
+
+
 class RLMProfile(_Strict):
     """An RLM behind one model name."""
 
@@ -115,9 +130,13 @@ class RLMProfile(_Strict):
     #: conversation characters above which a chat request becomes an RLM run (drop-in mode)
     inline_limit: int = Field(default=DEFAULT_INLINE_LIMIT, ge=0)
     max_concurrency: int = Field(default=16, ge=1)
-    #: accepted so a config can name them, refused until the RLM supports them (issue 14)
+    #: accepted so a config can name it, refused until the RLM supports routing (issue 14)
     route: str | None = None
+    #: the operator's Python functions model code may call, as "package.module:function"
+    #: (imported when the server starts; they run in the server process)
     tools: list[str] = Field(default_factory=list)
+    #: MCP servers whose tools model code may call (a stdio one is started for each run)
+    mcp: list[MCPServer] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> RLMProfile:
@@ -126,8 +145,12 @@ class RLMProfile(_Strict):
                 "environment 'inprocess' runs model code inside the server; "
                 "set trusted = true in this profile to allow it"
             )
-        if self.route is not None or self.tools:
-            raise ValueError("route and tools are not supported by this server build yet")
+        if self.route is not None:
+            raise ValueError("route is not supported by this server build yet")
+        for spec in self.tools:
+            module, _, name = spec.partition(":")
+            if not module or not name:
+                raise ValueError(f"tools: {spec!r} must be 'package.module:function'")
         return self
 
 

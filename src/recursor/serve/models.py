@@ -8,6 +8,9 @@ once, and each run's RLM only borrows them, so closing a run's RLM releases noth
 from __future__ import annotations
 
 import contextlib
+import importlib
+from collections.abc import Callable
+from typing import Any
 
 from recursor.errors import ConfigurationError
 from recursor.limits import Limits
@@ -17,6 +20,19 @@ from recursor.rlm import RLM
 from recursor.sandbox import resolve_environment
 from recursor.sandbox.base import Environment
 from recursor.serve.config import ModelProfile, RLMProfile, ServeConfig
+from recursor.tools import MCPTools, ToolItem
+
+
+def import_tool(spec: str) -> Callable[..., Any]:
+    """The function ``package.module:function`` names (a profile's ``tools`` entry)."""
+    module, _, name = spec.partition(":")
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"tools: cannot import {spec!r}: {exc}") from None
+    if not callable(found):
+        raise ConfigurationError(f"tools: {spec!r} is not a function")
+    return found  # type: ignore[no-any-return]
 
 
 def _environment(profile: RLMProfile) -> Environment:
@@ -37,6 +53,8 @@ class Served:
         self._given = dict(lms or {})
         self._made: dict[str, ClosableLM] = {}
         self.environments: dict[str, Environment] = {}
+        #: each RLM profile's Python tools, imported once
+        self.tools: dict[str, list[Callable[..., Any]]] = {}
         self.profiles = config.profiles
         try:
             for name, profile in config.profiles.items():
@@ -45,6 +63,7 @@ class Served:
                     if profile.sub:
                         self.lm(profile.sub)
                     self.environments[name] = _environment(profile)
+                    self.tools[name] = [import_tool(spec) for spec in profile.tools]
                 else:
                     self.lm(profile.model)
         except ConfigurationError as exc:
@@ -66,6 +85,14 @@ class Served:
     def build_rlm(self, name: str, limits: Limits) -> RLM:
         profile = self.profiles[name]
         assert isinstance(profile, RLMProfile)
+        tools: list[ToolItem] = list(self.tools[name])
+        # an MCPTools belongs to one RLM (it connects when the RLM is made, closes with it)
+        for server in profile.mcp:
+            if server.command is not None:
+                tools.append(MCPTools.stdio(server.command, server.args))
+            else:
+                assert server.url is not None
+                tools.append(MCPTools.http(server.url))
         return RLM(
             self.lm(profile.root),
             None if profile.sub is None else self.lm(profile.sub),
@@ -73,6 +100,7 @@ class Served:
             environment=self.environments[name],
             limits=limits,
             max_concurrency=profile.max_concurrency,
+            tools=tools,
         )
 
     def close(self) -> None:
