@@ -52,6 +52,10 @@ class Limits:
     cell_timeout_s: float | None = 60.0
     #: characters of stdout / stderr / traceback fed back per cell (head + tail kept)
     max_output_chars: int = 20_000
+    #: the cost circuit breaker: dollars the tree may spend while the root REPL's variables do
+    #: not change (no new variable, no new value); then the run stops with ``NoProgress``, and
+    #: a routed run falls back to the summarization baseline
+    max_cost_without_progress_usd: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_iterations < 1:
@@ -65,6 +69,7 @@ class Limits:
             "max_cost_usd",
             "timeout_s",
             "cell_timeout_s",
+            "max_cost_without_progress_usd",
         ):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -178,6 +183,11 @@ class Ledger:
         with self._lock:
             self._by_model[model] = self._by_model.get(model, Usage()) + usage
             self._total = self._total + usage
+
+    def spent_usd(self) -> float:
+        """Dollars spent so far by priced calls of the tree."""
+        with self._lock:
+            return self._total.cost_usd or 0.0
 
     def report(self) -> UsageReport:
         with self._lock:

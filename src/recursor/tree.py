@@ -33,6 +33,7 @@ from recursor.errors import (
 )
 from recursor.limits import Ledger, Limits
 from recursor.lm.base import LM, Completion
+from recursor.output import TypedAnswer
 from recursor.result import RLMResult
 from recursor.sandbox.base import Environment, Session, SessionSpec
 from recursor.trace import RunFinished, RunStarted, Sink, Trace
@@ -64,9 +65,11 @@ class Owner(Protocol):
 class Tree:
     """The state one completion shares across its recursion tree."""
 
-    def __init__(self, rlm: Owner) -> None:
+    def __init__(self, rlm: Owner, typed: TypedAnswer | None = None) -> None:
         rlm._owned.check_open()
         self.rlm = rlm
+        #: the root run's typed answer (``output_type=``); children answer in text
+        self.typed = typed
         self.ledger = Ledger(rlm.limits)
         self.trace = Trace(rlm.sinks)
         self.fatal: list[BaseException] = []
@@ -112,6 +115,7 @@ class Tree:
             elapsed_s=self.ledger.elapsed(),
             run_id=node.run_id,
             error=error,
+            output=outcome.output,
         )
         if self.rlm.raise_errors and error is not None:
             raise error
@@ -174,6 +178,9 @@ class Node:
             meta=meta,
             settings=settings,
             books=Books(tree.ledger, tree.trace, self.run_id, self.lm.name),
+            # the typed answer and the cost circuit breaker watch the root run only
+            typed=tree.typed if self.depth == 0 else None,
+            breaker=self.depth == 0,
         )
         blob = tree.trace.store_context(self.context, self.depth)
         tree.trace.emit(
