@@ -75,7 +75,7 @@ class OutputSpec:
     def __init__(self, output_type: Any) -> None:
         self.output_type = output_type
         if isinstance(output_type, dict):
-            import jsonschema
+            import jsonschema  # type: ignore[import-untyped]  # ships no type information
 
             try:
                 cls = jsonschema.validators.validator_for(output_type)
@@ -99,10 +99,21 @@ class OutputSpec:
 
     def instructions(self) -> str:
         """What the prompt says about the answer's shape (added to the system prompt)."""
+        return prompts.template("typed_output", OUTPUT_PROMPT_VERSION).substitute(
+            schema=self._schema_text()
+        )
+
+    def _schema_text(self) -> str:
         text = json.dumps(self.schema, indent=1)
         if len(text) > _SCHEMA_CHARS:
             text = json.dumps(self.schema, separators=(",", ":"))[:_SCHEMA_CHARS] + " …(cut)"
-        return prompts.template("typed_output", OUTPUT_PROMPT_VERSION).substitute(schema=text)
+        return text
+
+    def direct_instructions(self) -> str:
+        """What a direct call's system prompt says about the reply's shape."""
+        return prompts.template("typed_direct", OUTPUT_PROMPT_VERSION).substitute(
+            schema=self._schema_text()
+        )
 
     def retry_message(self, checked: Checked, left: int) -> str:
         errors = "\n".join(f"- {e}" for e in checked.errors)

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import os
-from typing import Literal, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack
 
 from recursor._closing import Closing
 from recursor._lifetime import Owned
 from recursor._threads import in_daemon_thread
 from recursor.broker import BrokerOptions, DepthPlan, ModelLimits, RetryPolicy
 from recursor.context import ContextInput
+from recursor.errors import ConfigurationError
 from recursor.limits import Limits
 from recursor.lm.base import LM
 from recursor.lm.profile import profile_of
 from recursor.lm.registry import DEFAULT_MODEL
+from recursor.output import OutputSpec, TypedAnswer
 from recursor.result import RLMResult
+from recursor.routing.policy import Policy, load_policy
 from recursor.sandbox.base import Environment
 from recursor.trace import Sink
 from recursor.trace.redact import register_secrets_of
-from recursor.tree import Tree, drive_async
+from recursor.tree import arun_tree, run_tree
 
 __all__ = ["CHARS_PER_TOKEN", "RLM", "UNKNOWN_SUB_CHARS", "RLMOptions", "RLMResult"]
 
@@ -59,6 +62,11 @@ class RLMOptions(TypedDict, total=False):
     sinks: list[Sink] | None
     #: "auto" follows the root model's profile (default "auto")
     prompt_style: Literal["auto", "full", "compact"]
+    #: None (default): run at ``max_depth``; "direct", "repl", "recursive", "auto", or the path
+    #: of a policy released by ``recursor route release`` (see :mod:`recursor.routing`)
+    route: str | os.PathLike[str] | None
+    #: corrections a typed answer (``output_type=``) may get before OutputValidationError
+    max_output_retries: int
 
 
 class RLM(Closing):
@@ -129,6 +137,19 @@ class RLM(Closing):
             [self.root, self.sub, *self.models_by_depth.values(), *self.models.values()]
         )
         self.prompt_style: Literal["auto", "full", "compact"] = options.get("prompt_style", "auto")
+        self.max_output_retries = options.get("max_output_retries", 2)
+        if self.max_output_retries < 0:
+            raise ConfigurationError("max_output_retries must be >= 0")
+        route = options.get("route")
+        #: the route mode ("direct", "repl", "recursive", "auto", "policy") or None
+        self.route: str | None = None
+        self.policy: Policy | None = None
+        if route is not None:
+            if isinstance(route, str) and route in ("direct", "repl", "recursive", "auto"):
+                self.route = route
+            else:
+                self.policy = load_policy(route)
+                self.route = "policy"
 
     # -- lifetime (what it releases: recursor._lifetime; with/async with: recursor._closing) ----
     def close(self) -> None:
@@ -158,26 +179,35 @@ class RLM(Closing):
         return self.root if depth == 0 else self.sub
 
     # -- the two drivers ------------------------------------------------------------------------
-    def completion(self, query: str, context: ContextInput = None) -> RLMResult:
-        """Answer ``query`` over ``context``; blocks until the run ends."""
-        tree = Tree(self)
-        try:
-            node = tree.node(query, context, depth=0, parent_id=None)
-            outcome = node.run()
-        finally:
-            tree.close()
-        return tree.result(node, outcome)
+    def _typed(self, output_type: Any) -> TypedAnswer | None:
+        if output_type is None:
+            return None
+        return TypedAnswer(OutputSpec(output_type), self.max_output_retries)
 
-    async def acompletion(self, query: str, context: ContextInput = None) -> RLMResult:
+    def completion(
+        self, query: str, context: ContextInput = None, *, output_type: Any = None
+    ) -> RLMResult:
+        """Answer ``query`` over ``context``; blocks until the run ends.
+
+        ``output_type``: a pydantic model, a TypedDict or dataclass, a plain type (``int``,
+        ``list[str]``) or a JSON Schema dict; the final value is validated against it (a
+        mismatch is shown to the model, at most ``max_output_retries`` times) and returned as
+        ``result.output``."""
+        typed = self._typed(output_type)
+        if self.route is not None:
+            from recursor.routing.run import run_routed
+
+            return run_routed(self, query, context, typed)
+        return run_tree(self, query, context, typed)
+
+    async def acompletion(
+        self, query: str, context: ContextInput = None, *, output_type: Any = None
+    ) -> RLMResult:
         """The same run as :meth:`completion`, awaiting model calls on the event loop."""
-        tree = Tree(self)
-        try:
-            node = tree.node(query, context, depth=0, parent_id=None)
-            try:
-                await in_daemon_thread(node.open)
-                outcome = await drive_async(node)
-            finally:
-                await in_daemon_thread(node.close)
-        finally:
-            await in_daemon_thread(tree.close)
-        return tree.result(node, outcome)
+        typed = self._typed(output_type)
+        if self.route is not None:
+            from recursor.routing.run import run_routed
+
+            # the router's decision and its baselines are blocking calls: run on a thread
+            return await in_daemon_thread(run_routed, self, query, context, typed)
+        return await arun_tree(self, query, context, typed)

@@ -393,3 +393,33 @@ async def drive_async(node: Node) -> Outcome:
         except Exception as exc:
             error = _as_recursor_error(exc)
         node.check_fatal()
+
+
+def run_tree(
+    owner: Owner, query: str, context: ContextInput, typed: TypedAnswer | None
+) -> RLMResult:
+    """One completion on ``owner``'s configuration, driven synchronously."""
+    tree = Tree(owner, typed)
+    try:
+        node = tree.node(query, context, depth=0, parent_id=None)
+        outcome = node.run()
+    finally:
+        tree.close()
+    return tree.result(node, outcome)
+
+
+async def arun_tree(
+    owner: Owner, query: str, context: ContextInput, typed: TypedAnswer | None
+) -> RLMResult:
+    """The same completion as :func:`run_tree`, awaiting model calls on the event loop."""
+    tree = Tree(owner, typed)
+    try:
+        node = tree.node(query, context, depth=0, parent_id=None)
+        try:
+            await in_daemon_thread(node.open)
+            outcome = await drive_async(node)
+        finally:
+            await in_daemon_thread(node.close)
+    finally:
+        await in_daemon_thread(tree.close)
+    return tree.result(node, outcome)
