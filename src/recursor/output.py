@@ -86,12 +86,12 @@ class OutputSpec:
             self._adapter: Any = None
             self.schema: dict[str, Any] = output_type
         else:
-            from pydantic import PydanticSchemaGenerationError, TypeAdapter
+            from pydantic import PydanticSchemaGenerationError, PydanticUserError, TypeAdapter
 
             try:
                 self._adapter = TypeAdapter(output_type)
                 self.schema = self._adapter.json_schema()
-            except (PydanticSchemaGenerationError, TypeError) as exc:
+            except (PydanticSchemaGenerationError, PydanticUserError, TypeError) as exc:
                 raise ConfigurationError(
                     f"output_type {output_type!r} has no JSON Schema: {exc}"
                 ) from None
