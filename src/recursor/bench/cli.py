@@ -42,7 +42,7 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
         str,
         typer.Option(
             help="Comma-separated: direct, summarize, bm25, compaction, rlm-d0, rlm-d1, rlm-d2, "
-            "oracle."
+            "routed, oracle."
         ),
     ] = "direct,rlm-d1",
     model: opt.Model = None,

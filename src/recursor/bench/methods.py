@@ -192,6 +192,33 @@ class RLMMethod:
             return rlm_attempt(rlm.completion(task.query, task.context))
 
 
+class RoutedMethod:
+    """``routed``: :class:`recursor.RLM` with ``route="auto"`` (one classification call on the
+    sub-model, then direct, depth 0 or depth 1). The root's window is the bench's, so the
+    direct route is taken exactly when the whole context fits what ``direct`` may send."""
+
+    name = "routed"
+
+    def run(self, task: Task, models: Models) -> Attempt:
+        from recursor.rlm import RLM
+
+        with RLM(
+            models.root,
+            models.sub,
+            max_depth=1,
+            environment=models.environment,
+            limits=models.limits,
+            max_concurrency=models.concurrency,
+            context_windows={models.root.name: models.window(models.root)},
+            route="auto",
+        ) as rlm:
+            result = rlm.completion(task.query, task.context)
+        attempt = rlm_attempt(result)
+        if result.route is not None:
+            attempt.stop_reason = f"{attempt.stop_reason} via {result.route.route}"
+        return attempt
+
+
 def rlm_attempt(result: object) -> Attempt:
     from recursor.rlm import RLMResult
     from recursor.trace.events import SubcallMade

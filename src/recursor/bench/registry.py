@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from recursor.bench.methods import BM25, Compaction, Direct, Method, RLMMethod, Summarize
+from recursor.bench.methods import (
+    BM25,
+    Compaction,
+    Direct,
+    Method,
+    RLMMethod,
+    RoutedMethod,
+    Summarize,
+)
 from recursor.bench.oracle import Oracle
 from recursor.errors import ConfigurationError
 
@@ -21,6 +29,7 @@ METHODS: dict[str, Callable[[], Method]] = {
     "rlm-d1": lambda: RLMMethod(1),
     "rlm-d2": lambda: RLMMethod(2),
     "oracle": Oracle,
+    "routed": RoutedMethod,
 }
 
 
