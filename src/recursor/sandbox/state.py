@@ -18,6 +18,8 @@ from typing import Any
 #: place) can go unseen, which costs the breaker one more turn, never a wrong answer
 _SAMPLE = 2_000
 _SKIP_TYPES = ("module", "function", "type", "builtin_function_or_method", "method")
+_SCALARS = (str, bytes, int, float, bool, complex, type(None))
+_CONTAINERS = (dict, list, tuple, set, frozenset)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -49,28 +51,28 @@ class _Digest:
         self.budget = _SAMPLE
 
     def add(self, value: Any) -> None:
+        # Exact built-in types only: a subclass or any other object could run model code here
+        # (an ``__hash__``, ``items`` or ``__iter__`` of its own) after the cell's time is up,
+        # where nothing interrupts it; other objects count by identity.
         self.budget -= 1
         h = self.h
-        h.update(type(value).__name__.encode())
-        if isinstance(value, (str, bytes, int, float, bool, complex)) or value is None:
+        kind = type(value)
+        h.update(kind.__name__.encode())
+        if kind in _SCALARS:
             # hash() of a str is computed once and cached by CPython: cheap even for a context
             h.update(hash(value).to_bytes(8, "little", signed=True))
-            return
-        if self.budget <= 0:
+        elif self.budget <= 0 or kind not in _CONTAINERS:
             h.update(id(value).to_bytes(8, "little"))
-            return
-        if isinstance(value, Mapping):
+        elif kind is dict:
             h.update(len(value).to_bytes(8, "little"))
             self._items(value.items())
-        elif isinstance(value, (list, tuple)):
+        elif kind is list or kind is tuple:
             h.update(len(value).to_bytes(8, "little"))
             # the ends: where appends and the first results of a loop land
             self._items(value if len(value) <= 64 else [*value[:32], *value[-32:]])
-        elif isinstance(value, (set, frozenset)):
+        else:  # set, frozenset: the hashes their entries already store, no __hash__ called
             h.update(len(value).to_bytes(8, "little"))
             h.update(hash(frozenset(value)).to_bytes(8, "little", signed=True))
-        else:
-            h.update(id(value).to_bytes(8, "little"))
 
     def _items(self, items: Iterable[Any]) -> None:
         for item in items:
