@@ -15,6 +15,7 @@ the stopped run had spent (its usage stays in ``result.usage``).
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from typing import Literal, Protocol
@@ -170,7 +171,14 @@ def run_routed(
 def _fallback(
     rlm: Routable, query: str, text: str, typed: TypedAnswer | None, stopped: RLMResult
 ) -> RLMResult:
-    meter = Meter()
+    spent: list[tuple[str, Usage]] = []
+    lock = threading.Lock()
+
+    def on_call(model: str, usage: Usage) -> None:  # summaries run on a thread pool
+        with lock:
+            spent.append((model, usage))
+
+    meter = Meter(on_call)
     windows = (
         _window(rlm, rlm.root) or _DEFAULT_WINDOW,
         _window(rlm, rlm.sub) or _DEFAULT_WINDOW,
@@ -197,7 +205,7 @@ def _fallback(
                 answer=answer,
             )
     usage = stopped.usage
-    for model, part in ((rlm.root.name, meter.usage),):
+    for model, part in spent:
         usage = _plus(usage, model, part)
     stopped.answer = answer if error is None else None
     stopped.stop_reason = "final" if error is None else "error"
