@@ -13,7 +13,9 @@ Exit codes (distinct, so scripts can tell failures apart):
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import asdict
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -34,7 +36,11 @@ from recursor.errors import (
 )
 
 if TYPE_CHECKING:
+    from recursor.cli_view import LiveView
+    from recursor.context import ContextInput
     from recursor.lm.gguf_store import EmbeddedModel
+    from recursor.result import RLMResult
+    from recursor.rlm import RLM
 
 
 class Exit(IntEnum):
@@ -112,17 +118,34 @@ def run(  # noqa: PLR0917 - typer reads options from parameters
         ),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live view.")] = False,
+    schema: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="A JSON Schema file: the answer is validated against it and printed as JSON.",
+        ),
+    ] = None,
+    route: Annotated[
+        str | None,
+        typer.Option(help="direct, repl, recursive, auto, or a policy file (recursor route)."),
+    ] = None,
 ) -> None:
     """Answer QUERY over a long context with a Recursive Language Model."""
     from recursor.cli_view import LiveView
     from recursor.limits import Limits
     from recursor.rlm import RLM
-    from recursor.streaming import Completed
 
     try:
         ctx = load_context(context)
     except ContextError as exc:
         raise _fail(Exit.CONTEXT, str(exc)) from None
+    output_type = None
+    if schema is not None:
+        try:
+            output_type = json.loads(schema.read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise _fail(Exit.USAGE, f"--schema {schema}: {exc}") from None
     limits = Limits(
         max_iterations=max_iterations,
         max_subcalls=max_subcalls,
@@ -144,15 +167,11 @@ def run(  # noqa: PLR0917 - typer reads options from parameters
                 environment=environment,
                 limits=limits,
                 sinks=None if sink is None else [sink],
+                route=route,
             ) as rlm,
             view,
         ):
-            # the live view is driven by the run's stream (token deltas and cells starting
-            # included); its last event carries the result
-            for event in rlm.stream(query, context=ctx):
-                view.on_event(event)
-                if isinstance(event, Completed):
-                    result = event.result
+            result = _watched(rlm, view, query, ctx, output_type)
     except RecursorError as exc:
         raise _fail(exit_code_for(exc), str(exc)) from None
     finally:
@@ -172,12 +191,17 @@ def run(  # noqa: PLR0917 - typer reads options from parameters
                     "elapsed_s": round(result.elapsed_s, 3),
                     "error": None if result.error is None else str(result.error),
                     "run_id": result.run_id,
+                    "output": result.output,
+                    "route": None if result.route is None else asdict(result.route),
                 },
                 ensure_ascii=False,
             )
         )
     else:
-        if result.answer is not None:
+        if schema is not None and result.error is None:
+            # JSON escapes control characters (ensure_ascii), so this is safe on a terminal
+            print(json.dumps(result.output))
+        elif result.answer is not None:
             # the answer is model text: ESC sequences in it could write the clipboard (OSC 52)
             print(result.answer if raw else visible(result.answer))
         view.summary(result)
@@ -268,6 +292,23 @@ _register_serve(app)
 from recursor.cli_batch import register as _register_batch  # noqa: E402
 
 _register_batch(app)
+from recursor.cli_route import register as _register_route  # noqa: E402
+
+_register_route(app)
+
+
+def _watched(
+    rlm: RLM, view: LiveView, query: str, ctx: ContextInput, output_type: object
+) -> RLMResult:
+    """The run, with the live view driven by its stream (token deltas and cells starting
+    included); the stream's last event carries the result."""
+    from recursor.streaming import Completed
+
+    for event in rlm.stream(query, context=ctx, output_type=output_type):
+        view.on_event(event)
+        if isinstance(event, Completed):
+            return event.result
+    raise AssertionError("a stream ends with its result")
 
 
 def main() -> None:

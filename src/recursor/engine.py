@@ -15,9 +15,16 @@ from typing import Any
 
 from recursor import compaction, prompts
 from recursor.context import ContextMeta
-from recursor.errors import LimitExceeded, RecursorError, RunAborted
+from recursor.errors import (
+    LimitExceeded,
+    NoProgress,
+    OutputValidationError,
+    RecursorError,
+    RunAborted,
+)
 from recursor.limits import Ledger
 from recursor.lm.base import Completion, Message
+from recursor.output import TypedAnswer
 from recursor.protocol import parse_reply
 from recursor.sandbox.base import CellResult
 from recursor.trace import CellRan, HistoryCompacted, LimitHit, ModelCalled, Trace
@@ -55,6 +62,8 @@ class Outcome:
     iterations: int
     error: RecursorError | None = None
     messages: list[Message] = field(default_factory=list)
+    #: the validated value of a typed answer (``output_type=``), else None
+    output: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +87,17 @@ class History:
     preface: str | None = None
     compact: compaction.Compaction | None = None
     notes: Callable[[], list[str]] | None = None
+    #: the root run's own checks (a typed answer, the cost circuit breaker)
+    checks: RootChecks | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RootChecks:
+    """What the root run checks besides the protocol: its final value against a typed answer
+    (``output_type=``), and its spend against progress (the cost circuit breaker)."""
+
+    typed: TypedAnswer | None = None
+    breaker: bool = False
 
 
 class Engine:
@@ -92,6 +112,7 @@ class Engine:
         books: Books,
         history: History | None = None,
     ) -> None:
+        checks = None if history is None else history.checks
         self.query = query
         self.meta = meta
         self.s = settings
@@ -108,6 +129,15 @@ class Engine:
         self.compact = None if history is None else history.compact
         #: turns replaced by notes so far
         self.compacted_turns = 0
+        #: typed answers: the spec, the rejections so far, the last final's JSON value
+        self.typed = None if checks is None else checks.typed
+        self._rejected = 0
+        self._final_json: str | None = None
+        self._output: Any = None
+        #: the cost circuit breaker: the REPL fingerprint last seen, and the spend when it changed
+        self.breaker = checks is not None and checks.breaker
+        self._fingerprint: str | None = None
+        self._progress_at = 0.0
 
     def steps(self) -> Generator[Action, Any, Outcome]:
         self.messages = [
@@ -116,6 +146,8 @@ class Engine:
         ]
         if self.preface:
             self.messages[1]["content"] = self.preface + "\n\n" + self.messages[1]["content"]
+        if self.typed is not None:
+            self.messages[0]["content"] += "\n\n" + self.typed.spec.instructions()
         try:
             while self.iterations < self.s.max_iterations:
                 self.iterations += 1
@@ -123,7 +155,11 @@ class Engine:
                 reply = yield from self._call_model()
                 answer, observation = yield from self._act(reply)
                 if answer is not None:
-                    return self._outcome(answer, "final")
+                    rejected = self._reject(answer)
+                    if rejected is None:
+                        return self._outcome(answer, "final")
+                    observation = rejected
+                self._check_progress()
                 self.ledger.check_time()
                 self.messages.append({"role": "user", "content": self._with_notes(observation)})
             # Out of turns: one last call that may only finish.
@@ -133,7 +169,7 @@ class Engine:
             }
             reply = yield from self._call_model()
             answer, _ = yield from self._act(reply)
-            if answer is not None:
+            if answer is not None and self._reject(answer) is None:
                 return self._outcome(answer, "final")
             return self._outcome(None, "max_iterations")
         except RunAborted:
@@ -151,7 +187,45 @@ class Engine:
     def _outcome(
         self, answer: str | None, reason: str, error: RecursorError | None = None
     ) -> Outcome:
-        return Outcome(answer, reason, self.iterations, error, self.messages)
+        return Outcome(answer, reason, self.iterations, error, self.messages, self._output)
+
+    def _reject(self, answer: str) -> str | None:
+        """None when the final answer stands; else the observation that asks for a correction.
+        Raises OutputValidationError once ``max_retries`` corrections were asked for."""
+        if self.typed is None:
+            return None
+        checked = self.typed.spec.check(answer, self._final_json)
+        if checked.ok:
+            self._output = checked.value
+            return None
+        if self._rejected >= self.typed.max_retries:
+            raise OutputValidationError(
+                f"the final answer did not match output_type after {self._rejected} "
+                f"correction(s): {'; '.join(checked.errors)}",
+                errors=list(checked.errors),
+                answer=answer,
+            )
+        self._rejected += 1
+        return self.typed.spec.retry_message(checked, self.typed.max_retries - self._rejected + 1)
+
+    def _saw(self, cell: CellResult) -> None:
+        """Note a cell's REPL fingerprint: a changed one is progress (the breaker's clock)."""
+        if self.breaker and cell.fingerprint != self._fingerprint:
+            self._fingerprint = cell.fingerprint
+            self._progress_at = self.ledger.spent_usd()
+
+    def _check_progress(self) -> None:
+        cap = self.ledger.limits.max_cost_without_progress_usd
+        if not self.breaker or cap is None:
+            return
+        stalled = self.ledger.spent_usd() - self._progress_at
+        if stalled >= cap:
+            exc = NoProgress(
+                f"max_cost_without_progress_usd={cap}: ${stalled:.6f} spent without the REPL's "
+                f"variables changing (${self.ledger.spent_usd():.6f} in all)"
+            )
+            self.ledger.note(exc)
+            raise exc
 
     def _call_model(self) -> Generator[Action, Any, Completion]:
         self.ledger.check_model_call(estimate_message_tokens(self.messages))
@@ -216,11 +290,13 @@ class Engine:
             blocks.append(parsed.unclosed_code)
         cells: list[CellResult] = []
         extra: list[str] = []
+        self._final_json = None
         budget = self.s.max_output_chars
         for index, code in enumerate(blocks):
             cell: CellResult = yield RunCell(code, max(budget, _MIN_CELL_OUTPUT), index)
             budget -= cell.shown_chars
             cells.append(cell)
+            self._saw(cell)
             self.trace.emit(
                 CellRan(
                     self.run_id,
@@ -237,6 +313,7 @@ class Engine:
                 )
             )
             if cell.final is not None:
+                self._final_json = cell.final_json
                 return cell.final, ""
             self.ledger.check_time()
         if parsed.final is not None:

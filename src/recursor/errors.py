@@ -15,8 +15,10 @@
     │   ├── TokenLimitExceeded        max_tokens (input + output, whole tree)
     │   ├── CostLimitExceeded         max_cost_usd (whole tree, priced calls only)
     │   ├── ToolLimitExceeded         max_tool_calls (whole tree)
+    │   ├── NoProgress                max_cost_without_progress_usd (the cost circuit breaker)
     │   ├── RunTimeout                timeout_s (whole run, wall clock)
     │   └── CellTimeout               cell_timeout_s (one cell)
+    ├── OutputValidationError     a typed answer still invalid after max_output_retries
     ├── SandboxError              the REPL could not be started or talked to
     │   ├── WorkerCrashed             the worker process died
     │   └── ProtocolError             a malformed frame on the worker channel
@@ -100,6 +102,14 @@ class ToolLimitExceeded(LimitExceeded):
     limit = "max_tool_calls"
 
 
+class NoProgress(LimitExceeded):
+    """The cost circuit breaker: ``max_cost_without_progress_usd`` spent while the REPL's
+    variables did not change."""
+
+    limit = "max_cost_without_progress_usd"
+    stop_reason = "no_progress"
+
+
 class RunTimeout(LimitExceeded):
     limit = "timeout_s"
     stop_reason = "timeout"
@@ -108,6 +118,16 @@ class RunTimeout(LimitExceeded):
 class CellTimeout(LimitExceeded):
     limit = "cell_timeout_s"
     stop_reason = "timeout"
+
+
+class OutputValidationError(RecursorError):
+    """A typed answer (``output_type=``) still did not validate after ``max_output_retries``
+    corrections; ``errors`` lists what was wrong with the last one, ``answer`` is its text."""
+
+    def __init__(self, message: str, *, errors: list[str], answer: str | None) -> None:
+        super().__init__(message)
+        self.errors = errors
+        self.answer = answer
 
 
 class SandboxError(RecursorError):

@@ -56,6 +56,10 @@ class Limits:
     #: calls of the host's tools (``RLM(tools=...)``) by the whole tree; more raise
     #: ToolLimitExceeded in the cell (each call is a trace event the host keeps)
     max_tool_calls: int | None = 10_000
+    #: the cost circuit breaker: dollars the tree may spend while the root REPL's variables do
+    #: not change (no new variable, no new value); then the run stops with ``NoProgress``, and
+    #: a routed run falls back to the summarization baseline
+    max_cost_without_progress_usd: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_iterations < 1:
@@ -70,6 +74,7 @@ class Limits:
             "timeout_s",
             "cell_timeout_s",
             "max_tool_calls",
+            "max_cost_without_progress_usd",
         ):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -227,6 +232,11 @@ class Ledger:
         with self._lock:
             self._by_model[model] = self._by_model.get(model, Usage()) + usage
             self._total = self._total + usage
+
+    def spent_usd(self) -> float:
+        """Dollars spent so far by priced calls of the tree."""
+        with self._lock:
+            return self._total.cost_usd or 0.0
 
     def report(self) -> UsageReport:
         with self._lock:

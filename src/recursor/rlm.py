@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncGenerator, Iterator
-from typing import Literal, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack
 
 from recursor._cancel import Cancel
 from recursor._closing import Closing
@@ -15,17 +15,21 @@ from recursor.context import ContextInput
 from recursor.conversation import Conversation
 from recursor.conversation import resume as _resume
 from recursor.conversation.core import SessionOptions
+from recursor.errors import ConfigurationError
 from recursor.limits import Limits
 from recursor.lm.base import LM
 from recursor.lm.profile import profile_of
 from recursor.lm.registry import DEFAULT_MODEL
+from recursor.output import OutputSpec, TypedAnswer
 from recursor.result import RLMResult
+from recursor.routing.policy import Policy, load_policy
+from recursor.run import arun_tree, run_tree
 from recursor.sandbox.base import Environment
 from recursor.streaming import astream_run, stream_run
 from recursor.tools import ToolBox, ToolItem
 from recursor.trace import Event, Sink
 from recursor.trace.redact import register_secrets_of
-from recursor.tree import Tree, drive_async
+from recursor.tree import Tree, Watch
 
 __all__ = ["CHARS_PER_TOKEN", "RLM", "UNKNOWN_SUB_CHARS", "RLMOptions", "RLMResult"]
 
@@ -71,6 +75,11 @@ class RLMOptions(TypedDict, total=False):
     #: the caller's functions (or :class:`~recursor.tools.Tool`, :class:`~recursor.tools.MCPTools`)
     #: model code may call by name; they run on the host
     tools: list[ToolItem] | None
+    #: None (default): run at ``max_depth``; "direct", "repl", "recursive", "auto", or the path
+    #: of a policy released by ``recursor route release`` (see :mod:`recursor.routing`)
+    route: str | os.PathLike[str] | None
+    #: corrections a typed answer (``output_type=``) may get before OutputValidationError
+    max_output_retries: int
 
 
 class RLM(Closing):
@@ -153,6 +162,19 @@ class RLM(Closing):
         except BaseException:
             self._owned.close(self.sinks)  # a spare worker already started, models made
             raise
+        self.max_output_retries = options.get("max_output_retries", 2)
+        if self.max_output_retries < 0:
+            raise ConfigurationError("max_output_retries must be >= 0")
+        route = options.get("route")
+        #: the route mode ("direct", "repl", "recursive", "auto", "policy") or None
+        self.route: str | None = None
+        self.policy: Policy | None = None
+        if route is not None:
+            if isinstance(route, str) and route in ("direct", "repl", "recursive", "auto"):
+                self.route = route
+            else:
+                self.policy = load_policy(route)
+                self.route = "policy"
 
     # -- lifetime (what it releases: recursor._lifetime; with/async with: recursor._closing) ----
     def close(self) -> None:
@@ -219,9 +241,10 @@ class RLM(Closing):
         )
 
     # -- the two drivers ------------------------------------------------------------------------
-    def completion(self, query: str, context: ContextInput = None) -> RLMResult:
-        """Answer ``query`` over ``context``; blocks until the run ends."""
-        return self._complete(query, context)
+    def _typed(self, output_type: Any) -> TypedAnswer | None:
+        if output_type is None:
+            return None
+        return TypedAnswer(OutputSpec(output_type), self.max_output_retries)
 
     def _complete(
         self,
@@ -229,30 +252,49 @@ class RLM(Closing):
         context: ContextInput,
         listener: Sink | None = None,
         cancel: Cancel | None = None,
+        output_type: Any = None,
     ) -> RLMResult:
         """:meth:`completion`, with a listener of its events and a scope that stops it."""
-        tree = Tree(self, listener=listener, cancel=cancel)
-        try:
-            node = tree.node(query, context, depth=0, parent_id=None)
-            outcome = node.run()
-        finally:
-            tree.close()
-        return tree.result(node, outcome)
+        typed = self._typed(output_type)
+        if self.route is not None:
+            from recursor.routing.run import run_routed
 
-    async def acompletion(self, query: str, context: ContextInput = None) -> RLMResult:
+            return run_routed(self, query, context, typed, Watch(listener, cancel))
+        return run_tree(Tree(self, watch=Watch(listener, cancel), typed=typed), query, context)
+
+    def completion(
+        self, query: str, context: ContextInput = None, *, output_type: Any = None
+    ) -> RLMResult:
+        """Answer ``query`` over ``context``; blocks until the run ends.
+
+        ``output_type``: a pydantic model, a TypedDict or dataclass, a plain type (``int``,
+        ``list[str]``) or a JSON Schema dict; the final value is validated against it (a
+        mismatch is shown to the model, at most ``max_output_retries`` times) and returned as
+        ``result.output``."""
+        return self._complete(query, context, output_type=output_type)
+
+    async def acompletion(
+        self, query: str, context: ContextInput = None, *, output_type: Any = None
+    ) -> RLMResult:
         """The same run as :meth:`completion`, awaiting model calls on the event loop."""
-        return await self._acomplete(query, context)
+        return await self._acomplete(query, context, output_type=output_type)
 
-    def stream(self, query: str, context: ContextInput = None) -> Iterator[Event]:
+    def stream(
+        self, query: str, context: ContextInput = None, *, output_type: Any = None
+    ) -> Iterator[Event]:
         """The run's events as they happen, from every level of its tree, then
         :class:`~recursor.streaming.Completed` with the result. Leaving the loop early stops
         the run (see :mod:`recursor.streaming`)."""
-        return stream_run(lambda listener, cancel: self._complete(query, context, listener, cancel))
+        return stream_run(
+            lambda listener, cancel: self._complete(query, context, listener, cancel, output_type)
+        )
 
-    def astream(self, query: str, context: ContextInput = None) -> AsyncGenerator[Event, None]:
+    def astream(
+        self, query: str, context: ContextInput = None, *, output_type: Any = None
+    ) -> AsyncGenerator[Event, None]:
         """:meth:`stream` for ``async for``; the run is :meth:`acompletion`'s."""
         return astream_run(
-            lambda listener, cancel: self._acomplete(query, context, listener, cancel)
+            lambda listener, cancel: self._acomplete(query, context, listener, cancel, output_type)
         )
 
     async def _acomplete(
@@ -261,15 +303,15 @@ class RLM(Closing):
         context: ContextInput,
         listener: Sink | None = None,
         cancel: Cancel | None = None,
+        output_type: Any = None,
     ) -> RLMResult:
-        tree = Tree(self, listener=listener, cancel=cancel)
-        try:
-            node = tree.node(query, context, depth=0, parent_id=None)
-            try:
-                await in_daemon_thread(node.open)
-                outcome = await drive_async(node)
-            finally:
-                await in_daemon_thread(node.close)
-        finally:
-            await in_daemon_thread(tree.close)
-        return tree.result(node, outcome)
+        typed = self._typed(output_type)
+        if self.route is not None:
+            from recursor.routing.run import run_routed
+
+            # the router's decision and its baselines are blocking calls: run on a thread
+            return await in_daemon_thread(
+                lambda: run_routed(self, query, context, typed, Watch(listener, cancel))
+            )
+        tree = Tree(self, watch=Watch(listener, cancel), typed=typed)
+        return await arun_tree(tree, query, context)

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
 from recursor import prompts
-from recursor._cancel import POLL_S, Cancel, scope
+from recursor._cancel import Cancel, scope
+from recursor._deadline import as_recursor_error, call_with_deadline, deadline_passed
 from recursor._lifetime import Owned
 from recursor._threads import in_daemon_thread, on_late
 from recursor.broker import Broker, BrokerOptions, BrokerRuntime, BrokerScope, DepthPlan
@@ -33,19 +32,19 @@ from recursor.engine import (
     History,
     Outcome,
     ReadVar,
+    RootChecks,
     RunCell,
 )
 from recursor.errors import (
     IterationLimitExceeded,
-    LMError,
     RecursorError,
     RunAborted,
-    RunTimeout,
     SubcallError,
 )
 from recursor.limits import Ledger, Limits
 from recursor.lm.base import LM, CallHints, Completion, Message
 from recursor.lm.profile import streaming_of
+from recursor.output import TypedAnswer
 from recursor.result import RLMResult
 from recursor.sandbox.base import Environment, Session, SessionSpec, SubcallHandler
 from recursor.tools import ToolBox, ToolScope
@@ -78,6 +77,15 @@ class Owner(Protocol):
     def style_for(self, lm: LM) -> Literal["full", "compact"]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Who watches a run from outside: ``listener`` sees every event live (a stream's reader),
+    ``cancel`` stops the run when set (the reader left)."""
+
+    listener: Sink | None = None
+    cancel: Cancel | None = None
+
+
 class Tree:
     """The state one completion shares across its recursion tree."""
 
@@ -86,14 +94,17 @@ class Tree:
         rlm: Owner,
         limits: Limits | None = None,
         *,
-        listener: Sink | None = None,
-        cancel: Cancel | None = None,
+        watch: Watch | None = None,
+        typed: TypedAnswer | None = None,
     ) -> None:
+        listener, cancel = (None, None) if watch is None else (watch.listener, watch.cancel)
         rlm._owned.check_open()
         self.rlm = rlm
         #: the run's limits: the RLM's, or an ask's of a conversation
         self.limits = rlm.limits if limits is None else limits
         self.ledger = Ledger(self.limits)
+        #: the root run's typed answer (``output_type=``); children answer in text
+        self.typed = typed
         self.trace = Trace(rlm.sinks)
         if listener is not None:  # a stream's reader: sees every event, live ones too
             self.trace.listen(listener)
@@ -144,6 +155,7 @@ class Tree:
             elapsed_s=self.ledger.elapsed(),
             run_id=node.run_id,
             error=error,
+            output=outcome.output,
         )
         if self.rlm.raise_errors and error is not None:
             raise error
@@ -257,6 +269,8 @@ class Node:
                 preface,
                 self._compaction(),
                 notes=None if background is None else background.finished_notes,
+                # the typed answer and the cost circuit breaker watch the root run only
+                checks=RootChecks(tree.typed, breaker=True) if self.depth == 0 else None,
             ),
         )
         blob = tree.trace.store_context(self.context, self.depth)
@@ -369,88 +383,6 @@ class Node:
             raise self.tree.fatal[0]
 
 
-def _as_recursor_error(exc: Exception) -> RecursorError:
-    if isinstance(exc, RecursorError):
-        return exc
-    err = LMError(f"{type(exc).__name__}: {exc}")
-    err.__cause__ = exc
-    return err
-
-
-def _timeout(ledger: Ledger) -> RunTimeout:
-    exc = RunTimeout(f"timeout_s={ledger.limits.timeout_s} elapsed during a model call")
-    ledger.hits.append(exc)
-    return exc
-
-
-class _Call:
-    """One blocking call on a daemon thread that its caller may give up waiting for."""
-
-    def __init__(self, fn: Callable[[], Any], late: Callable[[Any], None] | None) -> None:
-        self.fn = fn
-        self.late = late
-        self.box: list[tuple[bool, Any]] = []
-        self.lock = threading.Lock()
-        self.abandoned = False
-
-    def run(self) -> None:
-        try:
-            outcome: tuple[bool, Any] = (True, self.fn())
-        except BaseException as exc:
-            outcome = (False, exc)
-        with self.lock:
-            self.box.append(outcome)
-            abandoned = self.abandoned
-        if abandoned:
-            self._late(outcome)
-
-    def abandon(self, exc: BaseException) -> BaseException:
-        """Give up waiting; ``exc`` is what the caller raises."""
-        with self.lock:
-            self.abandoned = True
-            arrived = self.box[0] if self.box else None
-        if arrived is not None:  # it returned as we gave up: the engine will not see it
-            self._late(arrived)
-        return exc
-
-    def _late(self, outcome: tuple[bool, Any]) -> None:
-        ok, value = outcome
-        if ok and self.late is not None:
-            self.late(value)
-
-
-def _call_with_deadline(
-    fn: Callable[[], T],
-    remaining: float | None,
-    ledger: Ledger,
-    cancel: Cancel | None,
-    late: Callable[[T], None] | None = None,
-) -> T:
-    """``fn()``, abandoned at the run deadline (a hung backend must not hang the run) or when
-    ``cancel`` is set (a child run whose parent cell was stopped, a stream left early).
-
-    An abandoned call goes on in its daemon thread, holding nothing of the run (the worker is
-    not its to keep); if it returns after all, ``late`` gets what it returned (the tokens it
-    spent are still counted)."""
-    if remaining is None and cancel is None:
-        return fn()
-    call = _Call(fn, late)
-    t = threading.Thread(target=call.run, daemon=True, name="recursor-model-call")
-    t.start()
-    until = None if remaining is None else time.monotonic() + remaining
-    while not call.box:
-        left = None if until is None else until - time.monotonic()
-        if left is not None and left <= 0:
-            raise call.abandon(_timeout(ledger))
-        if cancel is not None and cancel.is_set():
-            raise call.abandon(SubcallError(f"cancelled: {cancel.reason}"))
-        t.join(POLL_S if left is None else min(left, POLL_S))
-    ok, value = call.box[0]
-    if not ok:
-        raise value
-    return value  # type: ignore[no-any-return]
-
-
 def _count_late(node: Node) -> Callable[[Completion], None]:
     """Records the usage of a model call the run gave up on but that returned anyway."""
     ledger, name = node.tree.ledger, node.lm.name
@@ -518,7 +450,7 @@ def _perform_sync(node: Node, action: Action) -> Any:
     assert session is not None
     if isinstance(action, CallModel):
         messages = action.messages
-        return _call_with_deadline(
+        return call_with_deadline(
             lambda: _model_sync(node, messages),
             node.tree.ledger.remaining(),
             node.tree.ledger,
@@ -543,7 +475,7 @@ async def _perform_async(node: Node, action: Action) -> Any:
             with on_late(_count_late(node)):
                 return await asyncio.wait_for(coro, remaining)
         except TimeoutError:
-            raise _timeout(node.tree.ledger) from None
+            raise deadline_passed(node.tree.ledger) from None
     if isinstance(action, RunCell):
         return await in_daemon_thread(node.run_cell, action)
     assert isinstance(action, ReadVar)
@@ -568,7 +500,7 @@ def drive_sync(node: Node) -> Outcome:
         except RunAborted:
             raise
         except Exception as exc:
-            error = _as_recursor_error(exc)
+            error = as_recursor_error(exc)
         node.check_fatal()
 
 
@@ -590,5 +522,5 @@ async def drive_async(node: Node) -> Outcome:
         except RunAborted:
             raise
         except Exception as exc:
-            error = _as_recursor_error(exc)
+            error = as_recursor_error(exc)
         node.check_fatal()

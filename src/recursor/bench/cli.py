@@ -46,7 +46,7 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
         str,
         typer.Option(
             help="Comma-separated: direct, summarize, bm25, compaction, rlm-d0, rlm-d1, rlm-d2, "
-            "oracle, rlms (the official package; recursor[peers])."
+            "routed, oracle, rlms (the official package; recursor[peers])."
         ),
     ] = "direct,rlm-d1",
     model: opt.Model = None,

@@ -14,33 +14,37 @@
   it measures the scaffold, not the root model. It lives in :mod:`recursor.bench.oracle`
   (which builds on this module), and :mod:`recursor.bench.registry` names them all.
 
-Windows are counted in estimated tokens at 3 characters a token (not the usual 4): digits and
-code tokenize denser than prose, and a cut that overflows the real window fails the call.
+Windows are counted as :mod:`recursor.baseline` says (the direct and summarize logic lives
+there: the router runs it too).
 """
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from recursor.baseline import (
+    ANSWER_SYSTEM,
+    CHARS_PER_TOKEN,
+    RESERVE_TOKENS,
+    Meter,
+    chunks,
+    fit,
+    summarize_answer,
+    usable,
+)
 from recursor.bench.endpoint import Endpoint
 from recursor.bench.task import Task
 from recursor.errors import ConfigurationError
 from recursor.limits import Limits
-from recursor.lm.base import LM, Message
+from recursor.lm.base import LM
 from recursor.lm.profile import profile_of
 from recursor.usage import Usage
 
-CHARS_PER_TOKEN = 3
-#: tokens kept free for instructions, the question and the reply
-RESERVE_TOKENS = 1024
+__all__ = ["ANSWER_SYSTEM", "CHARS_PER_TOKEN", "RESERVE_TOKENS", "chunks", "fit", "usable"]
 
-ANSWER_SYSTEM = (
-    "Answer the question using the context. Reply with the answer only: no explanation, "
-    "no restating the question."
-)
+#: the meter of the baselines (in the core since the router's direct route and fallback use it)
+_Meter = Meter
 
 
 @dataclass(frozen=True)
@@ -83,52 +87,6 @@ class Method(Protocol):
     def run(self, task: Task, models: Models) -> Attempt: ...
 
 
-class _Meter:
-    """Calls models and adds up their usage; summaries run on a thread pool, hence the lock."""
-
-    def __init__(self) -> None:
-        self.usage = Usage()
-        self.calls = 0
-        self._lock = threading.Lock()
-
-    def ask(self, lm: LM, system: str, user: str) -> str:
-        messages: list[Message] = [
-            {"role": "system", "content": system},
-            {"role": "user", "content": user},
-        ]
-        done = lm.complete(messages)
-        with self._lock:
-            self.usage += done.usage
-            self.calls += 1
-        return done.text.strip()
-
-
-def usable(window: int) -> int:
-    """Tokens of a ``window`` left for material once instructions and the reply are set aside."""
-    return window - min(RESERVE_TOKENS, window // 4)
-
-
-def fit(text: str, tokens: int) -> str:
-    """The head of ``text`` that fits in ``tokens`` (at :data:`CHARS_PER_TOKEN`)."""
-    return text[: max(0, tokens) * CHARS_PER_TOKEN]
-
-
-def chunks(text: str, tokens: int) -> list[str]:
-    """``text`` cut into pieces of at most ``tokens``, at line or sentence ends where possible."""
-    size = max(1, tokens) * CHARS_PER_TOKEN
-    out: list[str] = []
-    start = 0
-    while start < len(text):
-        end = min(len(text), start + size)
-        if end < len(text):
-            cut = max(text.rfind("\n", start, end), text.rfind(". ", start, end))
-            if cut > start + size // 2:
-                end = cut + 1
-        out.append(text[start:end])
-        start = end
-    return out
-
-
 def _answer_prompt(task: Task, material: str, what: str = "Context") -> str:
     return f"{what}:\n{material}\n\nQuestion: {task.query}\nAnswer:"
 
@@ -145,41 +103,16 @@ class Direct:
         return Attempt(answer, meter.usage, subcalls=0)
 
 
-_SUMMARY_SYSTEM = (
-    "You summarize part of a long document for someone who must answer a question from the "
-    "summaries alone. Keep every fact, name, number and count that could matter for the "
-    "question; drop everything else. Be brief."
-)
-
-
 class Summarize:
     name = "summarize"
 
     def run(self, task: Task, models: Models) -> Attempt:
         meter = _Meter()
-        window = usable(models.window(models.sub))
-        answer_window = usable(models.window(models.root))
-        text = task.rendered()
-        level = 0
-        # split and merge until the summaries fit the root's window (at most 8 levels: each
-        # level shrinks the text, and a sub-model that does not shrink it must not loop forever)
-        while len(text) > answer_window * CHARS_PER_TOKEN and level < 8:
-            parts = chunks(text, window)
-
-            def summarize(part: str, level: int = level) -> str:
-                what = "Part of the document" if level == 0 else "Summaries of parts"
-                return meter.ask(
-                    models.sub, _SUMMARY_SYSTEM, f"Question: {task.query}\n\n{what}:\n{part}"
-                )
-
-            with ThreadPoolExecutor(max(1, models.concurrency)) as pool:
-                summaries = list(pool.map(summarize, parts))
-            text = "\n\n".join(f"[{i + 1}] {s}" for i, s in enumerate(summaries))
-            level += 1
-        final = meter.ask(
-            models.root, ANSWER_SYSTEM, _answer_prompt(task, fit(text, answer_window), "Summaries")
+        windows = (models.window(models.root), models.window(models.sub))
+        answer = summarize_answer(
+            meter, task.query, task.rendered(), models.root, models.sub, windows, models.concurrency
         )
-        return Attempt(final, meter.usage, subcalls=meter.calls - 1)
+        return Attempt(answer, meter.usage, subcalls=meter.calls - 1)
 
 
 class BM25:
@@ -260,6 +193,33 @@ class RLMMethod:
             max_concurrency=models.concurrency,
         ) as rlm:
             return rlm_attempt(rlm.completion(task.query, task.context))
+
+
+class RoutedMethod:
+    """``routed``: :class:`recursor.RLM` with ``route="auto"`` (one classification call on the
+    sub-model, then direct, depth 0 or depth 1). The root's window is the bench's, so the
+    direct route is taken exactly when the whole context fits what ``direct`` may send."""
+
+    name = "routed"
+
+    def run(self, task: Task, models: Models) -> Attempt:
+        from recursor.rlm import RLM
+
+        with RLM(
+            models.root,
+            models.sub,
+            max_depth=1,
+            environment=models.environment,
+            limits=models.limits,
+            max_concurrency=models.concurrency,
+            context_windows={models.root.name: models.window(models.root)},
+            route="auto",
+        ) as rlm:
+            result = rlm.completion(task.query, task.context)
+        attempt = rlm_attempt(result)
+        if result.route is not None:
+            attempt.stop_reason = f"{attempt.stop_reason} via {result.route.route}"
+        return attempt
 
 
 def rlm_attempt(result: object) -> Attempt:

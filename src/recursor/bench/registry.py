@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from recursor.bench.methods import BM25, Compaction, Direct, Method, RLMMethod, Summarize
+from recursor.bench.methods import (
+    BM25,
+    Compaction,
+    Direct,
+    Method,
+    RLMMethod,
+    RoutedMethod,
+    Summarize,
+)
 from recursor.bench.oracle import Oracle
 from recursor.bench.peers import Rlms
 from recursor.errors import ConfigurationError
@@ -23,6 +31,7 @@ METHODS: dict[str, Callable[[], Method]] = {
     "rlm-d2": lambda: RLMMethod(2),
     "oracle": Oracle,
     "rlms": Rlms,
+    "routed": RoutedMethod,
 }
 
 

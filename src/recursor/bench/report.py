@@ -34,7 +34,17 @@ if TYPE_CHECKING:
 Record = Mapping[str, Any]
 
 #: the order methods appear in tables, legends and colours: baselines first, then RLM by depth
-METHOD_ORDER = ("direct", "summarize", "bm25", "compaction", "rlm-d0", "rlm-d1", "rlm-d2", "oracle")
+METHOD_ORDER = (
+    "direct",
+    "summarize",
+    "bm25",
+    "compaction",
+    "rlm-d0",
+    "rlm-d1",
+    "rlm-d2",
+    "routed",
+    "oracle",
+)
 _Z95 = 1.959963984540054  # the 97.5% standard normal quantile
 _DPI = 110
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")

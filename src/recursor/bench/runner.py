@@ -40,8 +40,17 @@ class Job:
     method: str
 
 
+#: limits added after results were first cached: part of a job's key only when set, so records
+#: made before they existed (when they could only be unset) still match
+_LATER_LIMITS = ("max_cost_without_progress_usd",)
+
+
 def job_key(job: Job, models: Models) -> str:
     """What makes two jobs the same job: any difference here means a fresh run."""
+    limits = asdict(models.limits)
+    for name in _LATER_LIMITS:
+        if limits.get(name) is None:
+            limits.pop(name, None)
     ident = {
         "method": job.method,
         "task": job.task.id,
@@ -49,7 +58,7 @@ def job_key(job: Job, models: Models) -> str:
         "sub": models.sub.name,
         "window": models.window_tokens,
         "environment": models.environment,
-        "limits": asdict(models.limits),
+        "limits": limits,
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 

@@ -57,7 +57,7 @@ from recursor.sandbox.hostcall import ToolRequest, ToolResponse
 from recursor.streaming import astream_run, stream_run
 from recursor.tools import ToolScope
 from recursor.trace import Event, Sink
-from recursor.tree import Node, Owner, Place, Tree, drive_async, drive_sync
+from recursor.tree import Node, Owner, Place, Tree, Watch, drive_async, drive_sync
 from recursor.usage import Usage, UsageReport
 
 #: characters of an earlier answer (and question) the root of a follow-up is shown
@@ -290,8 +290,7 @@ class Conversation(Closing):
         tree = Tree(
             self.rlm,
             self._ask_limits(limits or self.rlm.limits),
-            listener=listener,
-            cancel=cancel,
+            watch=Watch(listener, cancel),
         )
         self._tree = tree
         node = Node(tree, query, self._context, Place(0, None, tree.cancel))

@@ -136,6 +136,12 @@ class CellResult:
     notes: list[str] = field(default_factory=list)
     #: characters of stdout+stderr+error before truncation
     raw_chars: int = 0
+    #: the final value as JSON text when it was not a string (``FINAL({"a": 1})``), so a typed
+    #: answer is checked against the object the model meant, not its ``str()``
+    final_json: str | None = None
+    #: a digest of the REPL's variables after the cell (:mod:`recursor.sandbox.state`); the
+    #: cost circuit breaker compares them to tell a run that gets somewhere from one that loops
+    fingerprint: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -29,6 +29,7 @@ from recursor.sandbox.base import (
     SubcallResponse,
 )
 from recursor.sandbox.hostcall import BUDGET, ToolRequest, ToolResponse, check_json, check_size
+from recursor.sandbox.state import final_json, fingerprint
 
 #: sends one host call (a tool, or ``budget``) and waits for its response
 ToolCaller = Callable[[ToolRequest], ToolResponse]
@@ -213,6 +214,7 @@ class Repl:
         tools = host.tools
         self._own_process = own_process
         self._final: str | None = None
+        self._final_json: str | None = None
         self._cells = 0
         self.in_cell = False
         self.ns: dict[str, Any] = {"__name__": "__repl__", "__builtins__": __builtins__}
@@ -402,15 +404,18 @@ class Repl:
 
     def _final_value(self, value: Any) -> None:
         self._final = value if isinstance(value, str) else str(value)
+        self._final_json = final_json(value)
 
     def _final_var(self, name: Any) -> None:
         if not isinstance(name, str):
             # Small models often pass the variable itself; its value is what they meant.
             self._final = str(name)
+            self._final_json = final_json(name)
             return
         key = name.strip().strip("'\"")
         if key in self.ns and key not in RESERVED:
             self._final = str(self.ns[key])
+            self._final_json = final_json(self.ns[key])
             return
         raise NameError(
             f"FINAL_VAR({name!r}): no variable named {key!r}. Assign the answer to a variable "
@@ -437,6 +442,7 @@ class Repl:
         linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
         out, err = CappedText(output_limit), CappedText(output_limit)
         self._final = None
+        self._final_json = None
         error: str | None = None
         timed_out = False
         t0 = time.perf_counter()
@@ -459,10 +465,11 @@ class Repl:
                 error = _cell_traceback(exc)
         duration = time.perf_counter() - t0
         notes = self._restore_reserved()
-        final = self._final
+        final, as_json = self._final, self._final_json
         ans = self.ns["answer"]
         if final is None and ans.get("ready"):
             final = "" if ans.get("content") is None else str(ans["content"])
+            as_json = final_json(ans.get("content"))
         error = error or None
         raw = out.total + err.total + len(error or "")
         b_out, b_err, b_exc = share([out.total, err.total, len(error or "")], output_limit)
@@ -475,6 +482,8 @@ class Repl:
             timed_out=timed_out,
             notes=notes,
             raw_chars=raw,
+            final_json=as_json if final is not None else None,
+            fingerprint=fingerprint(self.ns, (*RESERVED, "input")),
         )
 
     def _run(self, code: str, filename: str) -> None:
