@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from recursor import errors
 from recursor.protocol import CappedText, clip, share
+from recursor.sandbox import helpers
 from recursor.sandbox.base import CellResult, SubcallHandler, SubcallRequest, SubcallResponse
 
 #: names the system prompt advertises; restored after any cell that rebinds them
@@ -31,6 +32,10 @@ RESERVED = (
     "FINAL",
     "FINAL_VAR",
     "answer",
+    # helpers (recursor.sandbox.helpers); prompts v2 advertise them
+    "grep",
+    "chunks",
+    "llm_map",
 )
 
 
@@ -150,6 +155,9 @@ class Repl:
             "SHOW_VARS": self._show_vars,
             "FINAL": self._final_value,
             "FINAL_VAR": self._final_var,
+            "grep": self._grep,
+            "chunks": helpers.chunks,
+            "llm_map": helpers.make_llm_map(self._llm_query_batched),
         }
         self.ns.update(self._reserved)
         self.ns["answer"] = {"content": None, "ready": False}
@@ -203,6 +211,10 @@ class Repl:
         if len(cs) != len(ps):
             raise ValueError(f"rlm_query_batched: {len(ps)} prompts but {len(cs)} contexts")
         return self._many(SubcallRequest("rlm", ps, True, None, cs))
+
+    def _grep(self, pattern: Any, context: Any = None, window: int = 0) -> list[helpers.Hit]:
+        source = self._reserved["context"] if context is None else context
+        return helpers.grep(pattern, source, window)
 
     def _show_vars(self) -> None:
         rows = []
