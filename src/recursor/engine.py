@@ -13,7 +13,7 @@ from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from recursor import prompts
+from recursor import answer_shape, prompts
 from recursor.context import ContextMeta
 from recursor.errors import LimitExceeded, RecursorError, RunAborted
 from recursor.limits import Ledger
@@ -87,6 +87,7 @@ class Engine:
         self.messages: list[Message] = []
         self._logged = 0  # messages already recorded in the trace
         self.iterations = 0
+        self._reviewed = False  # a final answer was sent back once (answer_shape)
 
     def steps(self) -> Generator[Action, Any, Outcome]:
         self.messages = [
@@ -99,7 +100,10 @@ class Engine:
                 reply = yield from self._call_model()
                 answer, observation = yield from self._act(reply)
                 if answer is not None:
-                    return self._outcome(answer, "final")
+                    correction = self._second_look(answer)
+                    if correction is None:
+                        return self._outcome(answer, "final")
+                    observation = correction
                 self.ledger.check_time()
                 self.messages.append({"role": "user", "content": observation})
             # Out of turns: one last call that may only finish.
@@ -119,6 +123,17 @@ class Engine:
             return self._outcome(None, exc.stop_reason, exc)
         except RecursorError as exc:
             return self._outcome(None, "error", exc)
+
+    def _second_look(self, answer: str) -> str | None:
+        """The observation that sends back a final answer without the question's obvious shape
+        (a line where a number was asked); once per run, so a misread question costs a turn."""
+        if self._reviewed:
+            return None
+        note = answer_shape.review(self.query, answer)
+        if note is None:
+            return None
+        self._reviewed = True
+        return prompts.observation([], [note], self.iterations, self.s)
 
     def _outcome(
         self, answer: str | None, reason: str, error: RecursorError | None = None

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from typing import Literal, TypedDict, Unpack
 
+from recursor import prompts
 from recursor._closing import Closing
 from recursor._lifetime import Owned
 from recursor._threads import in_daemon_thread
 from recursor.broker import BrokerOptions, DepthPlan, ModelLimits, RetryPolicy
 from recursor.context import ContextInput
+from recursor.errors import ConfigurationError
 from recursor.limits import Limits
 from recursor.lm.base import LM
 from recursor.lm.profile import profile_of
@@ -59,6 +61,8 @@ class RLMOptions(TypedDict, total=False):
     sinks: list[Sink] | None
     #: "auto" follows the root model's profile (default "auto")
     prompt_style: Literal["auto", "full", "compact"]
+    #: the prompt templates' version: "v2" (default; helpers, examples by question) or "v1"
+    prompt_version: str
 
 
 class RLM(Closing):
@@ -129,6 +133,12 @@ class RLM(Closing):
             [self.root, self.sub, *self.models_by_depth.values(), *self.models.values()]
         )
         self.prompt_style: Literal["auto", "full", "compact"] = options.get("prompt_style", "auto")
+        self.prompt_version = options.get("prompt_version", prompts.PROMPT_VERSION)
+        if self.prompt_version not in prompts.VERSIONS:
+            known = ", ".join(prompts.VERSIONS)
+            raise ConfigurationError(
+                f"unknown prompt_version {self.prompt_version!r}; known: {known}"
+            )
 
     # -- lifetime (what it releases: recursor._lifetime; with/async with: recursor._closing) ----
     def close(self) -> None:

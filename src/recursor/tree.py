@@ -35,6 +35,7 @@ from recursor.limits import Ledger, Limits
 from recursor.lm.base import LM, Completion
 from recursor.result import RLMResult
 from recursor.sandbox.base import Environment, Session, SessionSpec
+from recursor.strategy import classify
 from recursor.trace import RunFinished, RunStarted, Sink, Trace
 from recursor.trace.redact import redact_config
 
@@ -53,6 +54,8 @@ class Owner(Protocol):
     limits: Limits
     raise_errors: bool
     sinks: list[Sink]
+    #: prompts.VERSIONS
+    prompt_version: str
 
     def lm_for_depth(self, depth: int) -> LM: ...
 
@@ -168,6 +171,8 @@ class Node:
             rlm=rlm.plan.rlm_query(self.depth),
             sub_chars=rlm.sub_chars(sub),
             style=rlm.style_for(self.lm),
+            version=rlm.prompt_version,
+            kind=classify(self.query),
         )
         self.engine = Engine(
             query=self.query,
@@ -195,6 +200,7 @@ class Node:
                         "limits": asdict(rlm.limits),
                         "prompt_version": settings.version,
                         "prompt_style": settings.style,
+                        "prompt_kind": settings.kind,
                     }
                 ),
             )
