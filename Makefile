@@ -16,7 +16,7 @@ PIN    ?= -c $(LOCK)
 # (a dependency added to pyproject.toml without `make lock`). Off for test-latest.
 LOCKCHECK ?= $(PY) scripts/lockcheck.py $(LOCK)
 
-.PHONY: test demo install install-demo system-deps lint fmt bench eval clean lock test-latest
+.PHONY: test demo install install-demo system-deps lint fmt bench eval eval-small clean lock test-latest
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -102,6 +102,29 @@ eval: install
 	  --model local:qwen2.5-coder-1.5b --sub-model local:qwen2.5-coder-0.5b --n 2 \
 	  --lengths 1000,4000,16000 --window 2048 --timeout 240 --max-iterations 6 --concurrency 1 \
 	  --out benchmarks/results/bench-embedded
+
+# Issue 17's matrix on the embedded models: prompts v2 against v1 on sniah (32K tokens),
+# multihop (8K) and oolong (4K), n = 10 each, then the same on held-out seeds and wordings.
+# v2 first; every step resumes from its records (re-run to continue); the table at the end
+# reads whatever has finished. CPU heavy: 60-300 s a task on 2 cores, so it runs niced.
+EVAL_SMALL_OUT ?= benchmarks/results/eval-small
+EVAL_SMALL_N   ?= 10
+EVAL_SMALL_SETS ?= sniah:32000 multihop:8000 oolong:4000
+EVAL_SMALL_RUN = nice -n 10 $(PY) -m recursor.cli bench --model local:qwen2.5-coder-1.5b \
+	  --sub-model local:qwen2.5-coder-0.5b --n $(EVAL_SMALL_N) --window 2048 --timeout 420 \
+	  --max-iterations 8 --concurrency 1
+eval-small: install
+	for methods in rlm-d1-v2 rlm-d1-v2,rlm-d1-v1; do \
+	  for split in tuning heldout; do \
+	    for set in $(EVAL_SMALL_SETS); do \
+	      fam=$${set%%:*}; len=$${set##*:}; \
+	      if [ $$split = heldout ]; then extra="--seed 1000 --heldout"; else extra="--seed 0"; fi; \
+	      $(EVAL_SMALL_RUN) --families $$fam --lengths $$len --methods $$methods $$extra \
+	        --out $(EVAL_SMALL_OUT)/$$split-$$fam || exit $$?; \
+	    done; \
+	  done; \
+	done
+	$(PY) benchmarks/eval_small.py $(EVAL_SMALL_OUT)
 
 clean:
 	rm -rf $(VENV) .venv-latest .venv-lock build dist src/*.egg-info

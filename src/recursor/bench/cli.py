@@ -42,7 +42,7 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
         str,
         typer.Option(
             help="Comma-separated: direct, summarize, bm25, compaction, rlm-d0, rlm-d1, rlm-d2, "
-            "oracle."
+            "rlm-d1-v1, rlm-d1-v2 (pinned prompt versions), oracle."
         ),
     ] = "direct,rlm-d1",
     model: opt.Model = None,
@@ -52,6 +52,13 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
         str, typer.Option(help="Comma-separated context lengths in tokens (4 chars each).")
     ] = "8000,32000",
     seed: Annotated[int, typer.Option(help="Task generation seed.")] = 0,
+    heldout: Annotated[
+        bool,
+        typer.Option(
+            help="Reword every question with held-out templates (sniah, multihop, oolong); "
+            "use a new --seed and its own --out."
+        ),
+    ] = False,
     concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 4,
     subcall_concurrency: Annotated[
         int, typer.Option(min=1, help="Sub-calls at once within one job.")
@@ -93,6 +100,10 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
         # round-robin over (family, length), so a run cut short has every cell partly done
         groups = [generate(f, n, L, seed) for f in _split(families) for L in length_list]
         tasks = [group[i] for i in range(n) for group in groups]
+        if heldout:
+            from recursor.bench.heldout import reword
+
+            tasks = [reword(t, seed) for t in tasks]
         for spec in load or []:
             tasks += _load(spec, n)
         models = Models(
@@ -137,6 +148,7 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
         "n": n,
         "lengths": length_list,
         "seed": seed,
+        "heldout": heldout,
         "window_tokens": window,
         "environment": environment,
         "max_iterations": max_iterations,

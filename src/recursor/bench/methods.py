@@ -241,11 +241,16 @@ class Compaction:
 
 
 class RLMMethod:
-    def __init__(self, depth: int) -> None:
+    """:class:`recursor.RLM` at ``depth``; ``prompt_version`` pins the prompt templates (the
+    method is then named ``rlm-d1-v1`` and so on, so versions compare in one matrix)."""
+
+    def __init__(self, depth: int, prompt_version: str | None = None) -> None:
         self.depth = depth
-        self.name = f"rlm-d{depth}"
+        self.prompt_version = prompt_version
+        self.name = f"rlm-d{depth}" + (f"-{prompt_version}" if prompt_version else "")
 
     def run(self, task: Task, models: Models) -> Attempt:
+        from recursor.prompts import PROMPT_VERSION
         from recursor.rlm import RLM
 
         with RLM(
@@ -255,6 +260,7 @@ class RLMMethod:
             environment=models.environment,
             limits=models.limits,
             max_concurrency=models.concurrency,
+            prompt_version=self.prompt_version or PROMPT_VERSION,
         ) as rlm:
             return rlm_attempt(rlm.completion(task.query, task.context))
 
