@@ -24,7 +24,7 @@ def test_grep_returns_a_bounded_window_with_positions(env: str) -> None:
             )
         ]
     )
-    result = make_rlm(env, root).completion("magic number?", context=text)
+    result = make_rlm(env, root).completion("find the needle", context=text)
     hits = json.loads(result.answer or "null")
     assert hits == [[NEEDLE, text.index("amber-lantern"), None]]
 
