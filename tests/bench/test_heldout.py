@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from recursor.bench import generate
@@ -49,3 +51,14 @@ def test_the_versioned_rlm_methods_pin_their_prompts(version: str) -> None:
     attempt = m.run(task, models)
     assert attempt.stop_reason == "final"
     assert ("grep(" in systems[0]) == (version == "v2")
+
+
+def test_rlm_methods_write_a_trace_per_run_when_asked(tmp_path: Path) -> None:
+    from recursor.trace import RunStarted, Trace
+
+    [task] = generate("sniah", n=1, length=600, seed=0)
+    lm = FunctionLM(lambda m: "FINAL(1234567)", name="root")
+    models = Models(root=lm, sub=lm, environment="inprocess", trace_dir=tmp_path / "traces")
+    method("rlm-d1-v1").run(task, models)
+    [started] = Trace.load(tmp_path / "traces" / f"{task.id}.rlm-d1-v1.jsonl").of(RunStarted)
+    assert started.config["prompt_version"] == "v1"

@@ -80,6 +80,10 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
             f"({', '.join(_LOADERS)}); --n caps its tasks."
         ),
     ] = None,
+    traces: Annotated[
+        Path | None,
+        typer.Option(help="Also write each RLM run's JSONL trace into this directory."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Results directory (resumes from it).")] = Path(
         "bench-results"
     ),
@@ -115,6 +119,7 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
                 max_iterations=max_iterations, timeout_s=timeout, cell_timeout_s=cell_timeout
             ),
             concurrency=subcall_concurrency,
+            trace_dir=traces,
         )
         progress = Progress(
             TextColumn("[bold]bench[/]"),

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from recursor.bench.task import Task
@@ -54,6 +56,9 @@ class Models:
     limits: Limits = field(default_factory=Limits)
     #: concurrent sub-calls of one task (the RLM's max_concurrency, the baselines' map width)
     concurrency: int = 8
+    #: where RLM methods write each run's JSONL trace (``<task>.<method>.jsonl``), to read
+    #: trajectories afterwards; None: no traces. Not part of a job's identity.
+    trace_dir: Path | None = None
 
     def window(self, lm: LM) -> int:
         if self.window_tokens is not None:
@@ -252,16 +257,26 @@ class RLMMethod:
     def run(self, task: Task, models: Models) -> Attempt:
         from recursor.prompts import PROMPT_VERSION
         from recursor.rlm import RLM
+        from recursor.trace import JsonlSink
 
-        with RLM(
-            models.root,
-            models.sub,
-            max_depth=self.depth,
-            environment=models.environment,
-            limits=models.limits,
-            max_concurrency=models.concurrency,
-            prompt_version=self.prompt_version or PROMPT_VERSION,
-        ) as rlm:
+        with ExitStack() as stack:
+            sinks = []
+            if models.trace_dir is not None:
+                models.trace_dir.mkdir(parents=True, exist_ok=True)
+                path = models.trace_dir / f"{task.id}.{self.name}.jsonl"
+                sinks.append(stack.enter_context(JsonlSink(path)))
+            rlm = stack.enter_context(
+                RLM(
+                    models.root,
+                    models.sub,
+                    max_depth=self.depth,
+                    environment=models.environment,
+                    limits=models.limits,
+                    max_concurrency=models.concurrency,
+                    prompt_version=self.prompt_version or PROMPT_VERSION,
+                    sinks=list(sinks),
+                )
+            )
             return rlm_attempt(rlm.completion(task.query, task.context))
 
 
