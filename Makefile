@@ -16,7 +16,7 @@ PIN    ?= -c $(LOCK)
 # (a dependency added to pyproject.toml without `make lock`). Off for test-latest.
 LOCKCHECK ?= $(PY) scripts/lockcheck.py $(LOCK)
 
-.PHONY: test demo install install-demo system-deps lint fmt bench eval table bench-batch clean lock test-latest
+.PHONY: test demo install install-demo system-deps lint fmt bench eval eval-small table bench-batch clean lock test-latest
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -131,6 +131,35 @@ table: install
 # Batch throughput: process executor and Ray (1 and 2 local nodes) on the 500 ms stub.
 bench-batch: install
 	$(PY) benchmarks/batch.py
+# Issue 17's matrix on the embedded models: prompts v2 against v1 on sniah (32K tokens),
+# multihop (8K) and oolong (4K), then the same on held-out seeds and wordings. It runs in
+# passes of growing n (EVAL_SMALL_PASSES: 2 tasks a cell first, so a run cut short has every
+# cell started, then 10); in each pass the tuning split runs first, v2 before v1. Every step resumes from its records
+# (re-run to continue), and the table at the end reads whatever has finished. It is CPU heavy:
+# 60-900 s a task on 2 shared cores, so it runs niced. A bench that exits badly does not stop the
+# loop: its finished records are on disk already (the process has been seen to segfault at exit,
+# in the embedded model's teardown, after writing its report).
+EVAL_SMALL_OUT ?= benchmarks/results/eval-small
+EVAL_SMALL_PASSES ?= 2 10
+EVAL_SMALL_SETS ?= sniah:32000 multihop:8000 oolong:4000
+EVAL_SMALL_RUN = nice -n 10 $(PY) -m recursor.cli bench --model local:qwen2.5-coder-1.5b \
+	  --sub-model local:qwen2.5-coder-0.5b --window 2048 --timeout 900 --max-iterations 8 \
+	  --concurrency 1
+eval-small: install
+	for n in $(EVAL_SMALL_PASSES); do \
+	  for split in tuning heldout; do \
+	    for methods in rlm-d1-v2 rlm-d1-v2,rlm-d1-v1; do \
+	      for set in $(EVAL_SMALL_SETS); do \
+	        fam=$${set%%:*}; len=$${set##*:}; \
+	        if [ $$split = heldout ]; then extra="--seed 1000 --heldout"; else extra="--seed 0"; fi; \
+	        $(EVAL_SMALL_RUN) --n $$n --families $$fam --lengths $$len --methods $$methods \
+	          $$extra --out $(EVAL_SMALL_OUT)/$$split-$$fam \
+	          --traces $(EVAL_SMALL_OUT)/$$split-$$fam/traces || echo "bench exited with $$?"; \
+	      done; \
+	    done; \
+	  done; \
+	  $(PY) benchmarks/eval_small.py $(EVAL_SMALL_OUT); \
+	done
 
 clean:
 	rm -rf $(VENV) .venv-latest .venv-lock build dist src/*.egg-info

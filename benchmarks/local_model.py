@@ -234,6 +234,7 @@ def rlm_root_section(name: str, tasks: int, chars: int) -> Json:
             {
                 "seed": seed,
                 "correct": task.correct(result.answer),
+                "bare": task.bare(result.answer),
                 "answer": result.answer,
                 "gold": task.gold,
                 "stop_reason": result.stop_reason,
@@ -247,6 +248,7 @@ def rlm_root_section(name: str, tasks: int, chars: int) -> Json:
         "tasks": tasks,
         "context_chars": chars,
         "correct": sum(r["correct"] for r in rows),
+        "bare": sum(r["bare"] for r in rows),
         "success_rate": round(sum(r["correct"] for r in rows) / max(tasks, 1), 2),
         "median_iterations": median([r["iterations"] for r in rows]),
         "median_wall_s": median([r["wall_s"] for r in rows]),

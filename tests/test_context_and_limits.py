@@ -194,7 +194,8 @@ def test_system_prompt_advertises_exactly_the_names() -> None:
 
 def test_compact_prompt_for_local_models() -> None:
     meta = describe("user bob password x\n" * 10)
-    compact = system_prompt(meta, PromptSettings(12, 4_000, llm=True, rlm="plain", style="compact"))
+    v1 = PromptSettings(12, 4_000, llm=True, rlm="plain", style="compact", version="v1")
+    compact = system_prompt(meta, v1)
     assert len(compact) < 1_800  # small models read every token of it on a CPU
     assert 'FINAL_VAR("result")' in compact and "context.splitlines()" in compact
     assert "Never assign to it" in compact

@@ -23,4 +23,10 @@ def test_needle_tasks_have_exactly_one_needle_and_vary() -> None:
 def test_scripted_demo_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--chars", "200000", "--model", "scripted"]) == 0
     out = capsys.readouterr().out
-    assert "SCRIPTED" in out and "(correct)" in out and "iterations:  4" in out
+    assert "SCRIPTED" in out and "(correct, the bare value)" in out and "iterations:  4" in out
+
+
+def test_bare_means_the_value_alone_and_a_dump_is_not_correct() -> None:
+    t = needle_task(20_000, 3)
+    assert t.bare(t.gold) and t.bare(f" {t.gold}.") and not t.bare(f"It is {t.gold}.")
+    assert t.correct(f"It is {t.gold}.") and not t.correct(t.context)

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 
 from recursor import RLM, Limits
+from recursor.bench.scoring import contains
 from recursor.lm.base import LM
 from recursor.lm.registry import DEFAULT_MODEL
 from recursor.testing import FunctionLM, ScriptedLM
@@ -73,7 +74,12 @@ class NeedleTask:
     key: str
 
     def correct(self, answer: str | None) -> bool:
-        return answer is not None and self.gold in answer
+        """The value is in the answer, and the answer is short (the bounded ``contains``)."""
+        return contains(answer, self.gold) == 1.0
+
+    def bare(self, answer: str | None) -> bool:
+        """The answer is the value itself, as asked ("Answer with the number only")."""
+        return answer is not None and answer.strip().rstrip(".") == self.gold
 
 
 def needle_task(n_chars: int, seed: int) -> NeedleTask:
@@ -110,7 +116,7 @@ def scripted_root(key: str) -> ScriptedLM:
             "Let me look at the format first.\n"
             "```repl\nprint(len(context))\nprint(context[:300])\n```",
             "I'll print the lines that name the key from the question.\n```repl\nimport re\n"
-            f"hits = [l for l in context.splitlines() if {key!r} in l]\n"
+            f"hits = grep({key!r})\n"
             "print(len(hits), hits[:3])\n```",
             "One hit. I'll extract the code and confirm it with the sub-model.\n```repl\n"
             "code = re.findall(r'\\d{7}', hits[0])[-1]\n"
@@ -181,7 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.perf_counter() - t0
     correct = task.correct(result.answer)
     u = result.usage.total
-    verdict = "correct" if correct else f"WRONG, expected {task.gold}"
+    if task.bare(result.answer):
+        verdict = "correct, the bare value"
+    elif correct:
+        verdict = "correct, but not the bare value"
+    else:
+        verdict = f"WRONG, expected {task.gold}"
     print(f"answer:      {result.answer!r} ({verdict})")
     print(f"stop reason: {result.stop_reason}")
     print(f"iterations:  {result.iterations}")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from recursor import compaction, prompts
+from recursor import answer_shape, compaction, prompts
 from recursor.context import ContextMeta
 from recursor.errors import (
     LimitExceeded,
@@ -138,6 +138,7 @@ class Engine:
         self.breaker = checks is not None and checks.breaker
         self._fingerprint: str | None = None
         self._progress_at = 0.0
+        self._reviewed = False  # a final answer was sent back once (answer_shape)
 
     def steps(self) -> Generator[Action, Any, Outcome]:
         self.messages = [
@@ -155,7 +156,7 @@ class Engine:
                 reply = yield from self._call_model()
                 answer, observation = yield from self._act(reply)
                 if answer is not None:
-                    rejected = self._reject(answer)
+                    rejected = self._check_final(answer)
                     if rejected is None:
                         return self._outcome(answer, "final")
                     observation = rejected
@@ -183,6 +184,26 @@ class Engine:
     def _with_notes(self, observation: str) -> str:
         notes = self._notes() if self._notes is not None else []
         return "\n\n".join([observation, "\n".join(notes)]) if notes else observation
+
+    def _check_final(self, answer: str) -> str | None:
+        """None to accept a final answer, else the observation that sends it back: a typed
+        answer is checked against its type; a text one, once, against the question's obvious
+        shape (a number, yes/no, one choice)."""
+        rejected = self._reject(answer)
+        if rejected is None and self.typed is None:
+            rejected = self._second_look(answer)
+        return rejected
+
+    def _second_look(self, answer: str) -> str | None:
+        """The observation that sends back a final answer without the question's obvious shape
+        (a line where a number was asked); once per run, so a misread question costs a turn."""
+        if self._reviewed:
+            return None
+        note = answer_shape.review(self.query, answer)
+        if note is None:
+            return None
+        self._reviewed = True
+        return prompts.observation([], [note], self.iterations, self.s)
 
     def _outcome(
         self, answer: str | None, reason: str, error: RecursorError | None = None

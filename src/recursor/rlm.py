@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any, Literal, TypedDict, Unpack
 
+from recursor import prompts
 from recursor._cancel import Cancel
 from recursor._closing import Closing
 from recursor._lifetime import Owned
@@ -80,6 +81,8 @@ class RLMOptions(TypedDict, total=False):
     route: str | os.PathLike[str] | None
     #: corrections a typed answer (``output_type=``) may get before OutputValidationError
     max_output_retries: int
+    #: the prompt templates' version: "v2" (default; helpers, examples by question) or "v1"
+    prompt_version: str
 
 
 class RLM(Closing):
@@ -175,6 +178,12 @@ class RLM(Closing):
             else:
                 self.policy = load_policy(route)
                 self.route = "policy"
+        self.prompt_version = options.get("prompt_version", prompts.PROMPT_VERSION)
+        if self.prompt_version not in prompts.VERSIONS:
+            known = ", ".join(prompts.VERSIONS)
+            raise ConfigurationError(
+                f"unknown prompt_version {self.prompt_version!r}; known: {known}"
+            )
 
     # -- lifetime (what it releases: recursor._lifetime; with/async with: recursor._closing) ----
     def close(self) -> None:

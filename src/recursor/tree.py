@@ -47,6 +47,7 @@ from recursor.lm.profile import streaming_of
 from recursor.output import TypedAnswer
 from recursor.result import RLMResult
 from recursor.sandbox.base import Environment, Session, SessionSpec, SubcallHandler
+from recursor.strategy import classify
 from recursor.tools import ToolBox, ToolScope
 from recursor.trace import CellStarted, ModelDelta, RunFinished, RunStarted, Sink, Trace
 from recursor.trace.redact import redact_config
@@ -69,6 +70,8 @@ class Owner(Protocol):
     #: compact a root's history past this share of its model's window (None: never)
     compact_at: float | None
     tools: ToolBox
+    #: prompts.VERSIONS
+    prompt_version: str
 
     def lm_for_depth(self, depth: int) -> LM: ...
 
@@ -259,6 +262,8 @@ class Node:
             style=rlm.style_for(self.lm),
             budget=True,
             tools=tuple(rlm.tools.prompt_lines()),
+            version=rlm.prompt_version,
+            kind=classify(self.query),
         )
         self.engine = Engine(
             query=self.query,
@@ -294,6 +299,7 @@ class Node:
                         "prompt_version": settings.version,
                         "prompt_style": settings.style,
                         "tools": list(rlm.tools.names),
+                        "prompt_kind": settings.kind,
                     }
                 ),
             )

@@ -75,3 +75,23 @@ def test_unknown_scorer() -> None:
     with pytest.raises(ValueError, match="unknown scorer"):
         score("nope", "a", "a")
     assert set(scoring.SCORERS) == {"contains", "oolong", "pairs_f1", "choice", "exact"}
+
+
+@pytest.mark.parametrize("scorer", ["contains", "oolong", "choice"])
+def test_lenient_scorers_refuse_an_answer_that_dumps_the_context(scorer: str) -> None:
+    gold = {"contains": "9411959", "oolong": 4, "choice": "B"}[scorer]
+    filler = "The orchestra talked at length about the autumn fair. " * 40
+    dump = f"{filler}the answer is {gold} (B). {filler}"
+    assert len(dump) > scoring.answer_bound(gold)
+    assert scoring.score(scorer, dump, gold) == 0.0
+    # the same sentence without the dump still scores
+    assert scoring.score(scorer, f"The answer is {gold} (B).", gold) == 1.0
+
+
+def test_answer_bound_is_200_chars_or_ten_golds() -> None:
+    assert scoring.answer_bound("42") == 200
+    long_gold = "x" * 50
+    assert scoring.answer_bound(long_gold) == 500
+    assert scoring.contains("y" * 400 + long_gold, long_gold) == 1.0  # 450 <= 500
+    assert scoring.contains("y" * 199 + "42", "42") == 0.0  # 201 > 200
+    assert scoring.contains("y" * 198 + "42", "42") == 1.0

@@ -10,6 +10,7 @@ import pytest
 
 from ..conftest import CONTAINER_ENVIRONMENTS, container_env
 from ..test_contract import *  # noqa: F403
+from ..test_helpers_contract import *  # noqa: F403
 
 
 @pytest.fixture(params=CONTAINER_ENVIRONMENTS)

@@ -31,6 +31,7 @@ from recursor.sandbox.remote.streamed import StreamedEnvironment
 from recursor.sandbox.session import WorkerSession
 
 from ..test_contract import *  # noqa: F403
+from ..test_helpers_contract import *  # noqa: F403
 from . import fake_daytona, fake_e2b, fake_modal
 from .fake_remote import MACHINES, FakeMachine
 

@@ -354,6 +354,8 @@ def replay_run(
         limits=_limits(config),
         models_by_depth=dict(depth_lms),
         models=dict(named_lms),
+        # a run recorded before prompt versions were a choice ran v1's templates
+        prompt_version=str(config.get("prompt_version", "v1")),
     )
     report = ReplayReport(
         root.run_id,

@@ -46,7 +46,8 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
         str,
         typer.Option(
             help="Comma-separated: direct, summarize, bm25, compaction, rlm-d0, rlm-d1, rlm-d2, "
-            "routed, oracle, rlms (the official package; recursor[peers])."
+            "routed, rlm-d1-v1, rlm-d1-v2 (pinned prompt versions), oracle, rlms (the official "
+            "package; recursor[peers])."
         ),
     ] = "direct,rlm-d1",
     model: opt.Model = None,
@@ -56,6 +57,13 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
         str, typer.Option(help="Comma-separated context lengths in tokens (4 chars each).")
     ] = "8000,32000",
     seed: Annotated[int, typer.Option(help="Task generation seed.")] = 0,
+    heldout: Annotated[
+        bool,
+        typer.Option(
+            help="Reword every question with held-out templates (sniah, multihop, oolong); "
+            "use a new --seed and its own --out."
+        ),
+    ] = False,
     concurrency: Annotated[int, typer.Option(min=1, help="Jobs run at once.")] = 4,
     subcall_concurrency: Annotated[
         int, typer.Option(min=1, help="Sub-calls at once within one job.")
@@ -76,6 +84,10 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
             help="NAME=PATH: also run an official dataset from local files "
             f"({', '.join(_LOADERS)}); --n caps its tasks."
         ),
+    ] = None,
+    traces: Annotated[
+        Path | None,
+        typer.Option(help="Also write each RLM run's JSONL trace into this directory."),
     ] = None,
     out: Annotated[Path, typer.Option(help="Results directory (resumes from it).")] = Path(
         "bench-results"
@@ -111,6 +123,10 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
         # round-robin over (family, length), so a run cut short has every cell partly done
         groups = [generate(f, n, L, seed) for f in _split(families) for L in length_list]
         tasks = [group[i] for i in range(n) for group in groups]
+        if heldout:
+            from recursor.bench.heldout import reword
+
+            tasks = [reword(t, seed) for t in tasks]
         for spec in load or []:
             tasks += _load(spec, n)
         models = Models(
@@ -123,6 +139,7 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
             ),
             concurrency=subcall_concurrency,
             endpoint=None if base_url is None else endpoint_for(root.name, base_url),
+            trace_dir=traces,
         )
         progress = Progress(
             TextColumn("[bold]bench[/]"),
@@ -162,6 +179,7 @@ def bench(  # noqa: PLR0917 - typer reads options from parameters
         "n": n,
         "lengths": length_list,
         "seed": seed,
+        "heldout": heldout,
         "window_tokens": window,
         "environment": environment,
         "max_iterations": max_iterations,

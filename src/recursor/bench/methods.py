@@ -20,7 +20,9 @@ there: the router runs it too).
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from recursor.baseline import (
@@ -61,6 +63,9 @@ class Models:
     concurrency: int = 8
     #: where peer methods (rlms) reach the root model; None: served to them by a bridge
     endpoint: Endpoint | None = None
+    #: where RLM methods write each run's JSONL trace (``<task>.<method>.jsonl``), to read
+    #: trajectories afterwards; None: no traces. Not part of a job's identity.
+    trace_dir: Path | None = None
 
     def window(self, lm: LM) -> int:
         if self.window_tokens is not None:
@@ -177,21 +182,37 @@ class Compaction:
 
 
 class RLMMethod:
-    def __init__(self, depth: int) -> None:
+    """:class:`recursor.RLM` at ``depth``; ``prompt_version`` pins the prompt templates (the
+    method is then named ``rlm-d1-v1`` and so on, so versions compare in one matrix)."""
+
+    def __init__(self, depth: int, prompt_version: str | None = None) -> None:
         self.depth = depth
-        self.name = f"rlm-d{depth}"
+        self.prompt_version = prompt_version
+        self.name = f"rlm-d{depth}" + (f"-{prompt_version}" if prompt_version else "")
 
     def run(self, task: Task, models: Models) -> Attempt:
+        from recursor.prompts import PROMPT_VERSION
         from recursor.rlm import RLM
+        from recursor.trace import JsonlSink
 
-        with RLM(
-            models.root,
-            models.sub,
-            max_depth=self.depth,
-            environment=models.environment,
-            limits=models.limits,
-            max_concurrency=models.concurrency,
-        ) as rlm:
+        with ExitStack() as stack:
+            sinks = []
+            if models.trace_dir is not None:
+                models.trace_dir.mkdir(parents=True, exist_ok=True)
+                path = models.trace_dir / f"{task.id}.{self.name}.jsonl"
+                sinks.append(stack.enter_context(JsonlSink(path)))
+            rlm = stack.enter_context(
+                RLM(
+                    models.root,
+                    models.sub,
+                    max_depth=self.depth,
+                    environment=models.environment,
+                    limits=models.limits,
+                    max_concurrency=models.concurrency,
+                    prompt_version=self.prompt_version or PROMPT_VERSION,
+                    sinks=list(sinks),
+                )
+            )
             return rlm_attempt(rlm.completion(task.query, task.context))
 
 

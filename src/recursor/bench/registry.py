@@ -29,6 +29,9 @@ METHODS: dict[str, Callable[[], Method]] = {
     "rlm-d0": lambda: RLMMethod(0),
     "rlm-d1": lambda: RLMMethod(1),
     "rlm-d2": lambda: RLMMethod(2),
+    # the prompt versions side by side (issue 17)
+    "rlm-d1-v1": lambda: RLMMethod(1, "v1"),
+    "rlm-d1-v2": lambda: RLMMethod(1, "v2"),
     "oracle": Oracle,
     "rlms": Rlms,
     "routed": RoutedMethod,

@@ -12,6 +12,11 @@ Each family names its scorer; :func:`score` dispatches on that name so a task st
 * ``choice`` (CodeQA, LongBench-v2): 1 when the answer's chosen letter is the gold letter.
 * ``exact`` (multi-hop, BrowseComp-Plus): normalised exact match, or the gold as a whole
   phrase of a short answer.
+
+The lenient scorers (``contains``, ``oolong``'s first number, ``choice``'s first letter) give 0
+to an answer longer than :func:`answer_bound`: an answer that dumps the context (or the whole
+line the value sat in, 100,000 characters of filler without a line break) holds the gold
+without being an answer, and crediting it hid exactly that failure.
 """
 
 from __future__ import annotations
@@ -27,6 +32,19 @@ _PUNCT = str.maketrans("", "", string.punctuation.replace("-", ""))
 _LEADS = ("final answer", "the answer is", "answer", "label", "user", "date")
 #: OOLONG's comparison answers: an answer saying one of these (and no other) says it
 RELATIONS = ("more common than", "less common than", "same frequency as")
+#: the least a bounded scorer allows, whatever the gold's length: room for a short sentence
+MIN_BOUND = 200
+#: and how many times the gold's length it allows beyond that
+BOUND_FACTOR = 10
+
+
+def answer_bound(gold: Any) -> int:
+    """The longest answer a lenient scorer reads: max(200 characters, 10x the gold's)."""
+    return max(MIN_BOUND, BOUND_FACTOR * len(str(gold)))
+
+
+def too_long(answer: str, gold: Any) -> bool:
+    return len(answer.strip()) > answer_bound(gold)
 
 
 def normalize(text: str) -> str:
@@ -40,7 +58,7 @@ def normalize(text: str) -> str:
 
 
 def contains(answer: str | None, gold: Any) -> float:
-    if answer is None:
+    if answer is None or too_long(answer, gold):
         return 0.0
     return 1.0 if str(gold).lower() in answer.lower() else 0.0
 
@@ -51,7 +69,7 @@ def first_number(answer: str) -> float | None:
 
 
 def oolong(answer: str | None, gold: Any) -> float:
-    if answer is None:
+    if answer is None or too_long(answer, gold):
         return 0.0
     if isinstance(gold, bool):
         gold = str(gold)
@@ -100,7 +118,7 @@ def chosen_letter(answer: str) -> str | None:
 
 
 def choice(answer: str | None, gold: Any) -> float:
-    if answer is None:
+    if answer is None or too_long(answer, gold):
         return 0.0
     return 1.0 if chosen_letter(answer) == str(gold).upper() else 0.0
 

@@ -3,6 +3,11 @@
 Templates use ``string.Template`` ($name) so that code in examples may contain braces. The
 system prompt advertises exactly the names the REPL injects, and which of them work at this
 depth; the version is recorded in every trace.
+
+Versions: ``v1`` is the first set; ``v2`` (the default) holds only the templates it changes and
+reads every other one from ``v1``, so a template added to ``v1`` serves both. v2 advertises the
+REPL helpers (grep, chunks, llm_map), and its compact prompt shows one worked example chosen by
+the question (:func:`recursor.strategy.classify`) instead of v1's single look-up.
 """
 
 from __future__ import annotations
@@ -14,15 +19,39 @@ from string import Template
 from typing import Literal
 
 from recursor.context import ContextMeta
+from recursor.errors import ConfigurationError
 from recursor.sandbox.base import CellResult
+from recursor.strategy import Kind
 
-PROMPT_VERSION = "v1"
+#: every version, oldest first; a version falls back to the ones before it
+VERSIONS = ("v1", "v2")
+PROMPT_VERSION = "v2"
+
+
+def _lookup(name: str, version: str) -> Template | None:
+    if version not in VERSIONS:
+        raise ConfigurationError(
+            f"unknown prompt version {version!r}; known: {', '.join(VERSIONS)}"
+        )
+    for v in reversed(VERSIONS[: VERSIONS.index(version) + 1]):
+        path = resources.files(__package__).joinpath(v, f"{name}.txt")
+        if path.is_file():
+            return Template(path.read_text("utf-8").rstrip("\n"))
+    return None
 
 
 @functools.cache
 def template(name: str, version: str = PROMPT_VERSION) -> Template:
-    text = resources.files(__package__).joinpath(version, f"{name}.txt").read_text("utf-8")
-    return Template(text.rstrip("\n"))
+    """The template ``name`` of ``version``, or of the newest earlier version that has it."""
+    found = _lookup(name, version)
+    if found is None:
+        raise FileNotFoundError(f"no prompt template {name!r} in {version} or before it")
+    return found
+
+
+@functools.cache
+def has_template(name: str, version: str) -> bool:
+    return _lookup(name, version) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +72,8 @@ class PromptSettings:
     budget: bool = True
     #: the host's tools, one prompt line each (signature and first docstring paragraph)
     tools: tuple[str, ...] = ()
+    #: the program the question needs (recursor.strategy.classify); picks v2's worked example
+    kind: Kind = "lookup"
 
 
 def _host_functions(s: PromptSettings) -> str:
@@ -73,9 +104,11 @@ def system_prompt(meta: ContextMeta, s: PromptSettings) -> str:
                 common,
                 functions=functions + _host_functions(s),
                 max_output_chars=f"{s.max_output_chars:,}",
+                way=worked_example(s),
             )
             .replace("\n\n- `FINAL_VAR", "\n- `FINAL_VAR")
         )
+    helpers = "helpers_llm" if s.llm else "helpers_none"
     if s.llm:
         functions = template("functions_llm", v).substitute(common)
         rlm = {"child": "functions_rlm", "plain": "functions_rlm_plain"}.get(s.rlm)
@@ -88,6 +121,8 @@ def system_prompt(meta: ContextMeta, s: PromptSettings) -> str:
         functions = template("functions_none", v).substitute(common)
         strategy = template("strategy_none", v).template
         example = template("example_none", v).template
+    if has_template(helpers, v):
+        functions += "\n" + template(helpers, v).template
     functions += _host_functions(s)
     return template("system", v).substitute(
         functions=functions,
@@ -95,6 +130,14 @@ def system_prompt(meta: ContextMeta, s: PromptSettings) -> str:
         example=example,
         max_output_chars=f"{s.max_output_chars:,}",
     )
+
+
+def worked_example(s: PromptSettings) -> str:
+    """The compact prompt's example for the question's kind ("" where the version has none).
+    Without ``llm_query`` (depth 0) reading and labelling fall back to the look-up."""
+    kind = s.kind if s.llm or s.kind in ("lookup", "chain") else "lookup"
+    name = f"way_{kind}"
+    return template(name, s.version).template if has_template(name, s.version) else ""
 
 
 def user_prompt(query: str, meta: ContextMeta, s: PromptSettings) -> str:

@@ -67,6 +67,7 @@ class AtDepth:
         self.raise_errors = False
         self.sinks: list[Sink] = rlm.sinks
         self.compact_at = rlm.compact_at
+        self.prompt_version = rlm.prompt_version
         self.tools = rlm.tools
 
     def lm_for_depth(self, depth: int) -> LM:

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from recursor import errors
 from recursor.protocol import CappedText, clip, share
+from recursor.sandbox import helpers
 from recursor.sandbox.base import (
     BackgroundHandler,
     BackgroundRequest,
@@ -46,6 +47,10 @@ RESERVED = (
     "FINAL_VAR",
     "answer",
     "budget",
+    # helpers (recursor.sandbox.helpers); prompts v2 advertise them
+    "grep",
+    "chunks",
+    "llm_map",
 )
 #: the background functions, offered when the environment serves them (also protected)
 BACKGROUND_NAMES = (
@@ -228,6 +233,9 @@ class Repl:
             "FINAL": self._final_value,
             "FINAL_VAR": self._final_var,
             BUDGET: self._budget,
+            "grep": self._grep,
+            "chunks": helpers.chunks,
+            "llm_map": helpers.make_llm_map(self._llm_query_batched),
         }
         if call_background is not None:
             self._reserved.update(
@@ -385,6 +393,10 @@ class Repl:
 
     def _budget(self) -> dict[str, Any]:
         return dict(self._host_call(BUDGET, (), {}))
+
+    def _grep(self, pattern: Any, context: Any = None, window: int = 0) -> list[helpers.Hit]:
+        source = self._reserved["context"] if context is None else context
+        return helpers.grep(pattern, source, window)
 
     def _show_vars(self) -> None:
         rows = []

@@ -1,0 +1,81 @@
+"""The answer-shape check: the shapes read from questions, and one corrective observation."""
+
+from __future__ import annotations
+
+import pytest
+
+from recursor import RLM
+from recursor.answer_shape import expected, review
+from recursor.testing import ScriptedLM
+
+from .conftest import code
+
+
+@pytest.mark.parametrize(
+    ("question", "shape"),
+    [
+        ("What is the special magic number for amber-x mentioned in the text?", "number"),
+        ("How many instances have the label 'entity'?", "number"),
+        ("Is the shop open on Sundays?", "yes/no"),
+        ("Is it red or blue?", None),
+        ("Who founded Acme?", "value"),
+        ("Why did the launch fail?", None),
+        ("List all the cities.", None),
+        ("Count the refunds", None),
+        ("Summarize the report.", None),
+        ("Is A more common than B? Answer with one of: 'more', 'less', 'same'.", "choice"),
+        # a preamble describing the data says nothing of the answer's shape
+        ("Each line has one of: 'x', 'y'. Judge each one. How many are 'x'?", "number"),
+    ],
+)
+def test_expected_shapes(question: str, shape: str | None) -> None:
+    got = expected(question)
+    assert (got.shape if got else None) == shape
+
+
+@pytest.mark.parametrize(
+    ("question", "good", "bad"),
+    [
+        ("What is the magic number for k?", "7421337", "The magic number for k is given below."),
+        ("What is the magic number for k?", "7421337", "x " * 40 + "7421337"),
+        ("Is it open?", "Yes, on Sundays.", "It is open."),
+        ("Pick? Answer with one of: 'up', 'down'.", "down", "up or down"),
+        ("Who wrote it?", "Ada Lovelace", "Ada wrote it. " * 30),
+    ],
+)
+def test_review_passes_the_value_and_names_the_problem(question: str, good: str, bad: str) -> None:
+    assert review(question, good) is None
+    note = review(question, bad)
+    assert note is not None and "not accepted" in note
+    assert len(note) < 700  # a preview of the answer, never the whole of it
+
+
+def test_a_line_for_a_number_is_sent_back_once_then_the_value_is_accepted() -> None:
+    line = "One of the special magic numbers for amber-x is: 7421337."
+    root = ScriptedLM(
+        [
+            code("hits = grep('amber-x')\nresult = hits[0]\nFINAL_VAR('result')"),
+            code("import re\nvalue = re.findall(r'\\d+', result)[0]\nFINAL_VAR('value')"),
+        ]
+    )
+    rlm = RLM(root, environment="inprocess")
+    result = rlm.completion(
+        "What is the special magic number for amber-x?", context="Filler text. " * 50 + line
+    )
+    assert result.answer == "7421337"
+    assert result.stop_reason == "final" and result.iterations == 2
+    sent_back = root.calls[1][-1]["content"]
+    assert "not accepted" in sent_back and "asks for a number" in sent_back
+    root.assert_complete()
+
+
+def test_the_second_final_answer_is_accepted_whatever_its_shape() -> None:
+    root = ScriptedLM(["FINAL(no idea at all)", "FINAL(still no idea)"])
+    result = RLM(root, environment="inprocess").completion("How many refunds?", context="x")
+    assert (result.answer, result.iterations) == ("still no idea", 2)
+
+
+def test_a_question_without_an_obvious_shape_is_never_sent_back() -> None:
+    root = ScriptedLM(["FINAL(" + "because " * 100 + ")"])
+    result = RLM(root, environment="inprocess").completion("Why did it fail?", context="x")
+    assert result.iterations == 1 and result.answer is not None
