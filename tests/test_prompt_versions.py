@@ -60,7 +60,9 @@ def test_the_compact_example_follows_the_kind(kind: str, marker: str) -> None:
     text = system_prompt(META, s)
     assert marker in text
     assert "$" not in text
-    assert len(text) < 2_000  # a CPU model reads every token of it at every turn
+    # a CPU model reads every token of it at every turn (2,100: the background and budget()
+    # lines of issues 13 and 14 joined the helpers and the example)
+    assert len(text) < 2_100
     assert sum(m in text for m in ("PIN of user bob", "Dana Park", "spring fair", "complaint")) == 1
 
 

@@ -15,7 +15,7 @@ def _models(word: str, window: int) -> Models:
     def root(messages: list[Message]) -> str:
         if messages[0]["content"].startswith("Answer the question"):  # the direct route
             return "direct-answer"
-        return "```repl\nFINAL('rlm-answer')\n```"
+        return "```repl\nFINAL('7777')\n```"
 
     def sub(messages: list[Message]) -> str:
         return word
@@ -32,8 +32,13 @@ def _models(word: str, window: int) -> Models:
     ("length", "word", "route", "answer"),
     [
         (300, "constant", "direct", "direct-answer"),  # fits the window: one call
-        (4000, "constant", "repl", "rlm-answer"),  # a lookup past the window: code
-        (4000, "linear", "recursive", "rlm-answer"),  # a count past the window: sub-calls
+        (
+            4000,
+            "constant",
+            "repl",
+            "7777",
+        ),  # a lookup past the window: code (a bare number: no shape check)
+        (4000, "linear", "recursive", "7777"),  # a count past the window: sub-calls
     ],
 )
 def test_routed_method_follows_the_route(length: int, word: str, route: str, answer: str) -> None:

@@ -79,8 +79,9 @@ class PromptSettings:
 def _host_functions(s: PromptSettings) -> str:
     """The lines for ``budget()`` and the caller's tools, after the REPL's own names."""
     parts = []
-    if s.budget:
-        parts.append(template("functions_budget", s.version).template)
+    if s.budget:  # the compact prompt's line is short: small models read every token each turn
+        name = "compact_functions_budget" if s.style == "compact" else "functions_budget"
+        parts.append(template(name, s.version).template)
     if s.tools:
         parts.append(template("functions_tools", s.version).substitute(tools="\n".join(s.tools)))
     return "".join("\n" + p for p in parts)
