@@ -47,6 +47,8 @@ def test_a_variable_of_ask_1_is_there_in_ask_2(env: str) -> None:
     # the follow-up's root was told the earlier question and answer
     first = lm.calls[2][1]["content"]
     assert "Q1: How many words?" in first and "A1: 3" in first
+    # and shown the variables the REPL holds, so it reuses them instead of recomputing
+    assert "Variables in the REPL now" in first and "\nn: int" in first
     # each ask has its own usage and trace; the session adds them up
     assert r1.usage.total.calls == 2 and r2.usage.total.calls == 2
     assert s.usage.total.calls == 4

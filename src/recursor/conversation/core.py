@@ -35,6 +35,7 @@ from recursor.errors import (
     CostLimitExceeded,
     IterationLimitExceeded,
     LimitExceeded,
+    RecursorError,
     ResumeError,
     RunTimeout,
     SubcallError,
@@ -63,6 +64,9 @@ from recursor.usage import Usage, UsageReport
 #: characters of an earlier answer (and question) the root of a follow-up is shown
 ANSWER_CHARS = 1_500
 QUESTION_CHARS = 500
+#: the variable listing a follow-up's root is shown: its size, and how long it may take
+VARS_CHARS = 800
+VARS_TIMEOUT_S = 5.0
 
 
 class SessionOptions(TypedDict, total=False):
@@ -297,7 +301,9 @@ class Conversation(Closing):
         self._broker = Broker(node.broker_scope())
         self._background = node.background_calls(self._broker, first_id=self._next_handle)
         self._tools = node.tool_scope()
-        node.start(self._session, preface=self._preface(), background=self._background)
+        node.start(
+            self._session, preface=self._preface(self._variables()), background=self._background
+        )
         return tree, node
 
     def _end(self, tree: Tree) -> None:
@@ -366,7 +372,24 @@ class Conversation(Closing):
             changes[name] = room if mine is None else min(mine, room)
         return replace(limits, **changes)
 
-    def _preface(self) -> str | None:
+    def _variables(self) -> str | None:
+        """The REPL's variables as ``SHOW_VARS()`` lists them, for a follow-up's root (a small
+        model reuses a variable it is shown, and recomputes one it is only told exists); None
+        before the first ask, or when the listing fails. Not a cell of the ask: not traced,
+        not replayed on resume."""
+        if not self.record.asks:
+            return None
+        try:
+            cell = self._session.run(
+                "SHOW_VARS()", deadline=time.monotonic() + VARS_TIMEOUT_S, output_limit=VARS_CHARS
+            )
+        except RecursorError:
+            return None
+        if cell.error is not None or cell.timed_out or not cell.stdout.strip():
+            return None
+        return cell.stdout.strip()
+
+    def _preface(self, variables: str | None = None) -> str | None:
         """What the root of this ask is told of the conversation so far."""
         asks = self.record.asks
         added = self.record.contexts[1:]
@@ -382,6 +405,8 @@ class Conversation(Closing):
             for c in added
         ]
         notes += self._stale_note
+        if variables is not None:
+            notes.append("Variables in the REPL now (name: type, length):\n" + variables)
         return prompts.template("conversation_history").substitute(
             turns=turns or "(none yet)", notes="\n".join(notes)
         )
