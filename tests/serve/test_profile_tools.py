@@ -16,7 +16,7 @@ from recursor.serve.config import load_config
 from recursor.serve.models import Served
 from tests.test_tools_mcp import SERVER
 
-from .harness import MODEL, Running
+from .harness import MODEL, Running, wait_for
 
 
 def calls_tools(messages: list[dict[str, str]]) -> str:
@@ -62,3 +62,23 @@ def test_a_bad_tool_fails_the_start(tools: list[str], reason: str, tmp_path: Pat
     }
     with pytest.raises((ConfigurationError, ValueError), match=reason):
         Served(load_config(None, defaults=data, environ={}), {MODEL: object()})  # type: ignore[dict-item]
+
+
+def test_a_profiles_route(serve: Callable[..., Running], stub: StubServer) -> None:
+    """route = "direct": the served RLM answers with one call of the root, no REPL."""
+    stub.script.handler = lambda messages: "one call"
+    server = serve(profiles={"rlm": {"root": MODEL, "route": "direct"}})
+    with server.client() as http:
+        r = http.post("/v1/runs", json={"model": "rlm", "query": "q", "context": "short"})
+        run_id = r.json()["id"]
+        wait_for(lambda: http.get(f"/v1/runs/{run_id}").json()["state"] == "succeeded")
+        assert http.get(f"/v1/runs/{run_id}").json()["answer"] == "one call"
+    assert len(stub.requests) == 1
+
+
+def test_a_bad_route_fails_the_start(tmp_path: Path) -> None:
+    data = {"profiles": {"rlm": {"root": MODEL, "route": "sometimes"}}}
+    with pytest.raises(
+        ConfigurationError, match="neither direct, repl, recursive, auto nor a policy"
+    ):
+        load_config(None, defaults=data, environ={})

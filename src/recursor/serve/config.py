@@ -130,7 +130,8 @@ class RLMProfile(_Strict):
     #: conversation characters above which a chat request becomes an RLM run (drop-in mode)
     inline_limit: int = Field(default=DEFAULT_INLINE_LIMIT, ge=0)
     max_concurrency: int = Field(default=16, ge=1)
-    #: accepted so a config can name it, refused until the RLM supports routing (issue 14)
+    #: "direct", "repl", "recursive", "auto", or the path of a policy released by
+    #: ``recursor route release`` (None: always an RLM at max_depth)
     route: str | None = None
     #: the operator's Python functions model code may call, as "package.module:function"
     #: (imported when the server starts; they run in the server process)
@@ -145,8 +146,11 @@ class RLMProfile(_Strict):
                 "environment 'inprocess' runs model code inside the server; "
                 "set trusted = true in this profile to allow it"
             )
-        if self.route is not None:
-            raise ValueError("route is not supported by this server build yet")
+        fixed = ("direct", "repl", "recursive", "auto")
+        if self.route is not None and self.route not in fixed and not Path(self.route).is_file():
+            raise ValueError(
+                f"route: {self.route!r} is neither direct, repl, recursive, auto nor a policy file"
+            )
         for spec in self.tools:
             module, _, name = spec.partition(":")
             if not module or not name:

@@ -101,6 +101,7 @@ class Served:
             limits=limits,
             max_concurrency=profile.max_concurrency,
             tools=tools,
+            route=profile.route,
         )
 
     def close(self) -> None:
