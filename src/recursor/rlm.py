@@ -81,7 +81,8 @@ class RLMOptions(TypedDict, total=False):
     route: str | os.PathLike[str] | None
     #: corrections a typed answer (``output_type=``) may get before OutputValidationError
     max_output_retries: int
-    #: the prompt templates' version: "v2" (default; helpers, examples by question) or "v1"
+    #: the prompt templates' version: "v1" (default) or "v2" (helpers advertised, a worked
+    #: example chosen by the question)
     prompt_version: str
 
 
@@ -178,7 +179,7 @@ class RLM(Closing):
             else:
                 self.policy = load_policy(route)
                 self.route = "policy"
-        self.prompt_version = options.get("prompt_version", prompts.PROMPT_VERSION)
+        self.prompt_version = options.get("prompt_version", prompts.DEFAULT_VERSION)
         if self.prompt_version not in prompts.VERSIONS:
             known = ", ".join(prompts.VERSIONS)
             raise ConfigurationError(

@@ -191,7 +191,7 @@ class RLMMethod:
         self.name = f"rlm-d{depth}" + (f"-{prompt_version}" if prompt_version else "")
 
     def run(self, task: Task, models: Models) -> Attempt:
-        from recursor.prompts import PROMPT_VERSION
+        from recursor.prompts import DEFAULT_VERSION
         from recursor.rlm import RLM
         from recursor.trace import JsonlSink
 
@@ -209,7 +209,7 @@ class RLMMethod:
                     environment=models.environment,
                     limits=models.limits,
                     max_concurrency=models.concurrency,
-                    prompt_version=self.prompt_version or PROMPT_VERSION,
+                    prompt_version=self.prompt_version or DEFAULT_VERSION,
                     sinks=list(sinks),
                 )
             )
