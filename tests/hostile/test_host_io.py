@@ -77,8 +77,9 @@ def test_a_worker_that_stops_reading_is_killed_and_the_run_goes_on(
     )
     assert out.result.answer == "alive: ctx", out.result.error
     assert "did not stop when interrupted" in out.observations[0]
-    # the cell's limit, the interrupt's grace (1 s), a new worker, the next cell
-    assert out.seconds <= 2 + 2 + 3
+    # the cell's limit, the interrupt's grace (1 s), a new worker, the next cell: 5 s for the
+    # last two, as a new gVisor sandbox alone took up to ~3 s on the loaded 2-core machine
+    assert out.seconds <= 2 + 2 + 5
     assert out.rss_mb < RSS_BOUND_MB
     assert not out.left
 
