@@ -129,15 +129,14 @@ def start_run(state: ServerState, body: dict[str, Any], key: ApiKey | None) -> R
     context: str | Path | None = context_of(state, body)
     left = state.check_budget(key)
     key_name = None if key is None else key.name
-    on_end = _charger(state, key)
+    on_end = charger(state, key)
     direct_timeout = state.config.server.request_timeout_s
     capped = None
     if isinstance(profile, RLMProfile):
         limits = request_limits(state, profile, body.get("limits"))
         if left is not None and key is not None:
             # the key's day: a hard cap on this run's tree, not only a gate
-            tight = LimitsConfig(max_tokens=left.max_tokens, max_cost_usd=left.max_cost_usd)
-            capped, limits = key.name, tight.tighten(limits)
+            capped, limits = key.name, key_cap(left, limits)
         direct_timeout = limits.timeout_s or direct_timeout
         if context is not None:
             query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
@@ -159,7 +158,16 @@ def start_run(state: ServerState, body: dict[str, Any], key: ApiKey | None) -> R
     return run
 
 
-def _charger(state: ServerState, key: ApiKey | None) -> Any:
+def key_cap(left: Limits | None, limits: Limits) -> Limits:
+    """``limits`` tightened to what an API key has left of its day (``check_budget``): a hard
+    cap on a run's tree, not only a gate; unchanged for a key without a budget."""
+    if left is None:
+        return limits
+    tight = LimitsConfig(max_tokens=left.max_tokens, max_cost_usd=left.max_cost_usd)
+    return tight.tighten(limits)
+
+
+def charger(state: ServerState, key: ApiKey | None) -> Any:
     def charge(outcome: Outcome) -> None:
         if key is not None:
             total = outcome.usage.total

@@ -28,8 +28,8 @@ from fastapi.responses import JSONResponse
 
 from recursor._threads import in_daemon_thread
 from recursor.errors import RecursorError
-from recursor.serve.chat import _charger, context_of, request_limits
-from recursor.serve.config import ApiKey, LimitsConfig, RLMProfile
+from recursor.serve.chat import charger, context_of, key_cap, request_limits
+from recursor.serve.config import ApiKey, RLMProfile
 from recursor.serve.feed import run_feed
 from recursor.serve.runs import TooManyRuns
 from recursor.serve.session_table import OpenSession, SessionTable
@@ -120,11 +120,7 @@ async def ask(request: Request, sid: str) -> JSONResponse:
     profile = state.config.profiles[found.profile]
     assert isinstance(profile, RLMProfile)
     limits = request_limits(state, profile, body.get("limits"))
-    left = state.check_budget(key)
-    if left is not None:
-        limits = LimitsConfig(max_tokens=left.max_tokens, max_cost_usd=left.max_cost_usd).tighten(
-            limits
-        )
+    limits = key_cap(state.check_budget(key), limits)
     try:
         run = state.runs.start_feed(
             found.profile,
@@ -132,7 +128,7 @@ async def ask(request: Request, sid: str) -> JSONResponse:
             run_feed(found.conv.astream(query, limits=limits)),
             limits,
             None if key is None else key.name,
-            _charger(state, key),
+            charger(state, key),
         )
     except TooManyRuns as exc:
         retry = str(state.config.server.retry_after_s)
