@@ -219,15 +219,17 @@ MODEL_SECTIONS: dict[str, Callable[[local.LocalLM, int], Json]] = {
 }
 
 
-def rlm_root_section(name: str, tasks: int, chars: int) -> Json:
-    """The model as RLM root on generated needle tasks (the issue's target: >= 7 of 10)."""
+def rlm_root_section(name: str, tasks: int, chars: int, prompt_version: str | None = None) -> Json:
+    """The model as RLM root on generated needle tasks (the issue's target: >= 7 of 10), under
+    ``prompt_version`` (None: the RLM's default)."""
     from recursor import RLM, Limits
     from recursor.demo import needle_task
 
     rows = []
     for seed in range(tasks):
         task = needle_task(chars, seed)
-        rlm = RLM(f"local:{name}", limits=Limits(max_iterations=8, timeout_s=600))
+        options = {} if prompt_version is None else {"prompt_version": prompt_version}
+        rlm = RLM(f"local:{name}", limits=Limits(max_iterations=8, timeout_s=600), **options)
         t0 = time.perf_counter()
         result = rlm.completion(task.query, context=task.context)
         rows.append(
@@ -247,6 +249,7 @@ def rlm_root_section(name: str, tasks: int, chars: int) -> Json:
     return {
         "tasks": tasks,
         "context_chars": chars,
+        "prompt_version": prompt_version or "default",
         "correct": sum(r["correct"] for r in rows),
         "bare": sum(r["bare"] for r in rows),
         "success_rate": round(sum(r["correct"] for r in rows) / max(tasks, 1), 2),
