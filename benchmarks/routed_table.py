@@ -101,7 +101,38 @@ def main() -> None:
                 "routes": dict(routes),
             }
         )
-    print(json.dumps(rows, indent=1))
+    print(json.dumps({"cells": rows, "saved": savings(records)}, indent=1))
+
+
+def savings(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What ``routed`` saved against ``rlm-d1`` (the fixed route it replaces) on the same tasks:
+    per cell and over the whole matrix, tokens and wall time summed, and the scores beside."""
+    by: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in records:
+        by[(r["task_id"], r["method"])] = r
+    out: dict[str, Any] = {"cells": {}, "all": {}}
+    groups: dict[str, list[str]] = defaultdict(list)
+    for task_id, method in by:
+        if method == "routed" and (task_id, "rlm-d1") in by:
+            family, length, _ = task_id.rsplit("-", 2)
+            groups[f"{family} {length}"].append(task_id)
+            groups["all"].append(task_id)
+    for name, ids in sorted(groups.items()):
+        row: dict[str, Any] = {"n": len(ids)}
+        for m in ("routed", "rlm-d1"):
+            rs = [by[(i, m)] for i in ids]
+            row[m] = {
+                "tokens": sum(r["input_tokens"] + r["output_tokens"] for r in rs),
+                "seconds": round(sum(r["latency_s"] for r in rs), 1),
+                "score": round(statistics.fmean(r["score"] for r in rs), 3),
+            }
+        for what in ("tokens", "seconds"):
+            fixed = row["rlm-d1"][what]
+            row[f"{what}_saved"] = round(1 - row["routed"][what] / fixed, 3) if fixed else None
+        (out["all"] if name == "all" else out["cells"]).update(
+            row if name == "all" else {name: row}
+        )
+    return out
 
 
 if __name__ == "__main__":

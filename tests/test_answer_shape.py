@@ -50,6 +50,26 @@ def test_review_passes_the_value_and_names_the_problem(question: str, good: str,
     assert len(note) < 700  # a preview of the answer, never the whole of it
 
 
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What is the special magic number for k? Answer with the number only.",
+        "What was the vault password of k changed to? Give just the number.",
+        "Reply with only the number: how many rows are there?",
+    ],
+)
+def test_the_number_only_means_nothing_around_it(question: str) -> None:
+    want = expected(question)
+    assert want is not None and want.shape == "number" and want.only
+    for good in ("2730838", "2730838.", " 1,204 ", "-3.5", "12%"):
+        assert review(question, good) is None, good
+    for bad in ("2730838 yesterday.", "k: 2730838", "about 12", "The number is 7."):
+        note = review(question, bad)
+        assert note is not None and "the number only" in note, bad
+    # without the instruction a few words may come with a number
+    assert review("How long did the trip take?", "about 12 days") is None
+
+
 def test_a_line_for_a_number_is_sent_back_once_then_the_value_is_accepted() -> None:
     line = "One of the special magic numbers for amber-x is: 7421337."
     root = ScriptedLM(

@@ -50,6 +50,12 @@ _CHOICES = re.compile(
 )
 _QUOTED = re.compile(r"'([^']{1,60})'")
 _DIGIT = re.compile(r"\d")
+#: an explicit instruction to give the number alone ("Answer with the number only.")
+_ONLY_NUMBER = re.compile(
+    r"\b(?:the |a )?number only\b|\bonly (?:the |a )?number\b|\bjust (?:the |a )?number\b", re.I
+)
+#: a number alone: digits with separators, a sign, a decimal part, a percent sign
+_BARE_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?%?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,8 @@ class Expected:
     shape: Shape
     #: the listed choices, for "choice"
     choices: tuple[str, ...] = ()
+    #: the question says "the number only": nothing may come with it, not even a word
+    only: bool = False
 
 
 def asked(question: str) -> str | None:
@@ -74,7 +82,13 @@ def expected(question: str) -> Expected | None:
         options = tuple(_QUOTED.findall(listed.group(1)))
         if len(options) >= 2:
             return Expected("choice", options)
-    sentence = asked(question)
+    if _ONLY_NUMBER.search(question):
+        return Expected("number", only=True)
+    return _asked_shape(asked(question))
+
+
+def _asked_shape(sentence: str | None) -> Expected | None:
+    """The shape the asking sentence makes obvious (instructions aside), else None."""
     if sentence is None or _OPEN_Q.search(sentence):
         return None
     if _YES_NO_Q.search(sentence):
@@ -93,6 +107,9 @@ def _norm(text: str) -> str:
 def _number(text: str, want: Expected) -> str | None:
     if not _DIGIT.search(text):
         return "has no number in it"
+    if want.only:
+        bare = _BARE_NUMBER.fullmatch(text.rstrip(".").strip())
+        return None if bare else "is not the number alone (the question asks for the number only)"
     if len(text) > NUMBER_CHARS:
         return f"is {len(text):,} characters long, not a number"
     if sum(1 for w in text.split() if not _DIGIT.search(w)) > NUMBER_WORDS:
@@ -143,7 +160,10 @@ def review(question: str, answer: str) -> str | None:
     wrong = problem(answer, want)
     if wrong is None:
         return None
-    asks = _ASKS[want.shape].format(choices=", ".join(f"'{c}'" for c in want.choices))
+    if want.only:
+        asks = "the number only, with nothing around it"
+    else:
+        asks = _ASKS[want.shape].format(choices=", ".join(f"'{c}'" for c in want.choices))
     preview = " ".join(answer.split())[:_PREVIEW]
     return (
         f"Your final answer was not accepted: it {wrong} (it starts {preview!r}). The question "
