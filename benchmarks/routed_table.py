@@ -6,7 +6,10 @@ The fixed routes and ``routed`` run as two bench processes (``--methods direct,r
 directory; this script keeps the records of that matrix (by the runner's job key), writes the
 usual report (results.json/.md, plots) into ``--out``, and prints per cell: n, mean score, mean
 tokens, p50 latency, and which routes ``routed`` took; then what routing saved against
-``rlm-d1`` in tokens and time, and its score beside ``direct``'s and ``rlm-d1``'s.
+``rlm-d1`` in tokens and time, and its score beside ``rlm-d1``'s; the same as markdown in
+``OUT/routing.md`` (the README's table). A later directory's record of a job replaces an
+earlier one's: a ``routed`` run in a process of its own (no warm prompt cache from the
+``direct`` job of the same task) goes last.
 
 Usage: python benchmarks/routed_table.py DIR [DIR ...] --out benchmarks/results/bench-routed
 """
@@ -101,7 +104,40 @@ def main() -> None:
                 "routes": dict(routes),
             }
         )
-    print(json.dumps({"cells": rows, "saved": savings(records)}, indent=1))
+    saved = savings(records)
+    (args.out / "routing.md").write_text(markdown(rows, saved))
+    print(json.dumps({"cells": rows, "saved": saved}, indent=1))
+
+
+def markdown(rows: list[dict[str, Any]], saved: dict[str, Any]) -> str:
+    """The README's routing table: one row per cell and method, then routed against rlm-d1."""
+    lines = [
+        "| cell | method | n | mean score | tokens/task | p50 s | timeouts | routes taken |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        routes = ", ".join(f"{k} x{v}" for k, v in sorted(r["routes"].items()))
+        lines.append(
+            f"| {r['family']} {r['length'] // 1000}K | {r['method']} | {r['n']} "
+            f"| {r['score']:.2f} | {r['tokens']:,.0f} | {r['p50_s']:.1f} "
+            f"| {r['timeouts']}/{r['n']} | {routes} |"
+        )
+    lines += [
+        "",
+        "| cell | n | routed tokens | rlm-d1 tokens | tokens saved | routed s | rlm-d1 s "
+        "| time saved | score routed / rlm-d1 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, c in [*sorted(saved["cells"].items()), ("all", saved["all"])]:
+        if not c:
+            continue
+        a, b = c["routed"], c["rlm-d1"]
+        lines.append(
+            f"| {name} | {c['n']} | {a['tokens']:,} | {b['tokens']:,} | {c['tokens_saved']:.0%} "
+            f"| {a['seconds']:,.0f} | {b['seconds']:,.0f} | {c['seconds_saved']:.0%} "
+            f"| {a['score']:.2f} / {b['score']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def savings(records: list[dict[str, Any]]) -> dict[str, Any]:
