@@ -89,6 +89,21 @@ def test_a_line_for_a_number_is_sent_back_once_then_the_value_is_accepted() -> N
     root.assert_complete()
 
 
+def test_for_the_number_only_the_one_number_in_the_answer_is_offered_back() -> None:
+    q = "What was the vault password of k changed to? Answer with the number only."
+    root = ScriptedLM(["FINAL(2730838 yesterday.)", "The value alone.\nFINAL(2730838)"])
+    result = RLM(root, environment="inprocess").completion(q, context="x")
+    assert (result.answer, result.iterations) == ("2730838", 2)
+    sent_back = root.calls[1][-1]["content"]
+    assert "the number only" in sent_back and "reply: FINAL(2730838)" in sent_back
+    root.assert_complete()
+    # a code such as agent-2033 is not a number of the answer; two numbers offer nothing
+    note = review(q, "The number for agent-2033 is: 5279348.")
+    assert note is not None and note.endswith("FINAL(5279348)")
+    note = review(q, "either 12 or 14")
+    assert note is not None and "one number in your answer" not in note
+
+
 def test_the_second_final_answer_is_accepted_whatever_its_shape() -> None:
     root = ScriptedLM(["FINAL(no idea at all)", "FINAL(still no idea)"])
     result = RLM(root, environment="inprocess").completion("How many refunds?", context="x")

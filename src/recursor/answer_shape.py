@@ -56,6 +56,8 @@ _ONLY_NUMBER = re.compile(
 )
 #: a number alone: digits with separators, a sign, a decimal part, a percent sign
 _BARE_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?%?")
+#: a number inside text (not inside a word or a code like "agent-2033")
+_NUMBER_IN = re.compile(r"(?<![\w-])[-+]?\d[\d,]*(?:\.\d+)?%?(?![\w-])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +167,20 @@ def review(question: str, answer: str) -> str | None:
     else:
         asks = _ASKS[want.shape].format(choices=", ".join(f"'{c}'" for c in want.choices))
     preview = " ".join(answer.split())[:_PREVIEW]
-    return (
+    note = (
         f"Your final answer was not accepted: it {wrong} (it starts {preview!r}). The question "
         f"asks for {asks}. Take only that value out of what you found (with re or split, or "
         "llm_query on the matching lines), put it in a variable, print it, and call FINAL_VAR "
         "again. If the answer really is what you gave, give it again and it will be accepted."
     )
+    return note + _sole_number(answer) if want.only else note
+
+
+def _sole_number(answer: str) -> str:
+    """For "the number only": the one number the answer holds, offered back (a small root given
+    the rule alone repeats its sentence; the model still decides). Empty unless exactly one."""
+    found = {m.group().rstrip(".,") for m in _NUMBER_IN.finditer(answer)}
+    if len(found) != 1:
+        return ""
+    (number,) = found
+    return f" The one number in your answer is {number}; if it is the answer, reply: FINAL({number})"
