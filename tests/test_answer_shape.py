@@ -95,13 +95,13 @@ def test_for_the_number_only_the_one_number_in_the_answer_is_offered_back() -> N
     result = RLM(root, environment="inprocess").completion(q, context="x")
     assert (result.answer, result.iterations) == ("2730838", 2)
     sent_back = root.calls[1][-1]["content"]
-    assert "the number only" in sent_back and "reply: FINAL(2730838)" in sent_back
+    assert "the number only" in sent_back and "this line:\nFINAL(2730838)\n" in sent_back
     root.assert_complete()
     # a code such as agent-2033 is not a number of the answer; two numbers offer nothing
     note = review(q, "The number for agent-2033 is: 5279348.")
-    assert note is not None and note.endswith("FINAL(5279348)")
+    assert note is not None and note.endswith("\nFINAL(5279348)")
     note = review(q, "either 12 or 14")
-    assert note is not None and "one number in your answer" not in note
+    assert note is not None and "The number in it" not in note
 
 
 def test_the_second_final_answer_is_accepted_whatever_its_shape() -> None:

@@ -167,20 +167,25 @@ def review(question: str, answer: str) -> str | None:
     else:
         asks = _ASKS[want.shape].format(choices=", ".join(f"'{c}'" for c in want.choices))
     preview = " ".join(answer.split())[:_PREVIEW]
-    note = (
+    number = _sole_number(answer) if want.only else None
+    if number is not None:
+        # short and with the line to send: a 1.5B root given the long note below re-ran the
+        # same cell and repeated its answer (the demo's needles, 3 of 10)
+        return (
+            f"Your final answer was not accepted: the question asks for the number only, and "
+            f"{preview!r} has more than the number. The number in it is {number}. If that is "
+            f"the answer, reply with exactly this line:\nFINAL({number})"
+        )
+    return (
         f"Your final answer was not accepted: it {wrong} (it starts {preview!r}). The question "
         f"asks for {asks}. Take only that value out of what you found (with re or split, or "
         "llm_query on the matching lines), put it in a variable, print it, and call FINAL_VAR "
         "again. If the answer really is what you gave, give it again and it will be accepted."
     )
-    return note + _sole_number(answer) if want.only else note
 
 
-def _sole_number(answer: str) -> str:
-    """For "the number only": the one number the answer holds, offered back (a small root given
-    the rule alone repeats its sentence; the model still decides). Empty unless exactly one."""
+def _sole_number(answer: str) -> str | None:
+    """For "the number only": the one number the answer holds, to offer back (the model still
+    decides; the engine never rewrites an answer). None unless there is exactly one."""
     found = {m.group().rstrip(".,") for m in _NUMBER_IN.finditer(answer)}
-    if len(found) != 1:
-        return ""
-    (number,) = found
-    return f" The one number in your answer is {number}; if it is the answer, reply: FINAL({number})"
+    return found.pop() if len(found) == 1 else None
