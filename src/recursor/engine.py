@@ -32,6 +32,13 @@ from recursor.usage import estimate_message_tokens
 
 #: the smallest output budget a cell gets, so a cut marker always fits
 _MIN_CELL_OUTPUT = 200
+#: the note for a turn that re-ran the last turn's code to the same failure: a small root
+#: (1.5B) otherwise sends one failing regex eight turns in a row and then guesses a number
+_REPEATED = (
+    "This code is the same as your last turn's, and it failed again. Running it again will not "
+    "change that: change the code. Print what you search for before you extract from it, or "
+    "search for a shorter part of it."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +146,7 @@ class Engine:
         self._fingerprint: str | None = None
         self._progress_at = 0.0
         self._reviewed = False  # a final answer was sent back once (answer_shape)
+        self._last_code: list[str] = []  # the previous turn's cells (a repeat is pointed out)
 
     def steps(self) -> Generator[Action, Any, Outcome]:
         self.messages = [
@@ -359,4 +367,14 @@ class Engine:
                     "it did not run. Write shorter code."
                 )
             return None, prompts.no_code(self.s)
+        extra += self._repeat_note(blocks, cells)
         return None, prompts.observation(cells, extra, self.iterations, self.s)
+
+    def _repeat_note(self, blocks: list[str], cells: list[CellResult]) -> list[str]:
+        """[_REPEATED] when this turn ran the last turn's code again and a cell failed (an
+        error, or nothing printed) again; else []."""
+        code = [b.strip() for b in blocks]
+        repeated = bool(code) and code == self._last_code
+        self._last_code = code
+        failed = any(c.error or not c.stdout.strip() for c in cells)
+        return [_REPEATED] if repeated and failed else []
