@@ -54,10 +54,12 @@ _DIGIT = re.compile(r"\d")
 _ONLY_NUMBER = re.compile(
     r"\b(?:the |a )?number only\b|\bonly (?:the |a )?number\b|\bjust (?:the |a )?number\b", re.I
 )
-#: a number alone: digits with separators, a sign, a decimal part, a percent sign
-_BARE_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?%?")
+#: a number: digits with separators, a sign, a decimal part, a percent sign
+_NUMBER = r"[-+]?\d[\d,]*(?:\.\d+)?%?"
+#: a number alone
+_BARE_NUMBER = re.compile(_NUMBER)
 #: a number inside text (not inside a word or a code like "agent-2033")
-_NUMBER_IN = re.compile(r"(?<![\w-])[-+]?\d[\d,]*(?:\.\d+)?%?(?![\w-])")
+_NUMBER_IN = re.compile(rf"(?<![\w-]){_NUMBER}(?![\w-])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +164,6 @@ def review(question: str, answer: str) -> str | None:
     wrong = problem(answer, want)
     if wrong is None:
         return None
-    if want.only:
-        asks = "the number only, with nothing around it"
-    else:
-        asks = _ASKS[want.shape].format(choices=", ".join(f"'{c}'" for c in want.choices))
     preview = " ".join(answer.split())[:_PREVIEW]
     number = _sole_number(answer) if want.only else None
     if number is not None:
@@ -176,6 +174,10 @@ def review(question: str, answer: str) -> str | None:
             f"{preview!r} has more than the number. The number in it is {number}. If that is "
             f"the answer, reply with exactly this line:\nFINAL({number})"
         )
+    if want.only:
+        asks = "the number only, with nothing around it"
+    else:
+        asks = _ASKS[want.shape].format(choices=", ".join(f"'{c}'" for c in want.choices))
     return (
         f"Your final answer was not accepted: it {wrong} (it starts {preview!r}). The question "
         f"asks for {asks}. Take only that value out of what you found (with re or split, or "
