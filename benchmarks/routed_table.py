@@ -165,9 +165,10 @@ def savings(records: list[dict[str, Any]]) -> dict[str, Any]:
         for what in ("tokens", "seconds"):
             fixed = row["rlm-d1"][what]
             row[f"{what}_saved"] = round(1 - row["routed"][what] / fixed, 3) if fixed else None
-        (out["all"] if name == "all" else out["cells"]).update(
-            row if name == "all" else {name: row}
-        )
+        if name == "all":
+            out["all"] = row
+        else:
+            out["cells"][name] = row
     return out
 
 
