@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,10 +57,6 @@ def test_chat_two_questions_ctrl_c_save_and_history(
         child.expect("chat>")
         child.sendline("now sleep")
         child.expect("iterations")  # the live view of the running ask
-        # "iterations" is also in the last ask's summary: give the new ask time to reach its
-        # sleeping cell, so Ctrl-C lands inside the ask and not at the prompt (two fresh-clone
-        # CI runs timed out here)
-        time.sleep(1.5)
         child.sendcontrol("c")
         child.expect("stopping this ask")
         child.expect("chat>")
