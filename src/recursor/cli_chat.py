@@ -12,6 +12,8 @@ Answers are model text: they are printed through :func:`recursor._terminal.visib
 
 from __future__ import annotations
 
+import signal
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -73,6 +75,7 @@ def chat(  # noqa: PLR0913, PLR0917 - typer reads options from parameters
     except ContextError as exc:
         err.print(f"[red]error:[/] {markup_safe(str(exc))}")
         raise typer.Exit(3) from None
+    _take_back_ctrl_c()
     views = _Views()
     limits = Limits(max_iterations=max_iterations, cell_timeout_s=cell_timeout)
     try:
@@ -89,6 +92,15 @@ def chat(  # noqa: PLR0913, PLR0917 - typer reads options from parameters
     except RecursorError as exc:
         err.print(f"[red]error:[/] {markup_safe(str(exc))}")
         raise typer.Exit(1) from None
+
+
+def _take_back_ctrl_c() -> None:
+    # A shell that starts a program in the background without job control (`cmd &` in a
+    # script, nohup, some CI runners) sets SIGINT to "ignore", and Python then installs no
+    # KeyboardInterrupt handler: Ctrl-C typed into the chat's terminal would be dropped and the
+    # ask could not be stopped. A chat on a terminal is interactive, so it takes Ctrl-C back.
+    if sys.stdin.isatty() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _print_resume(out: Console, conv: Conversation) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,13 +26,20 @@ def root(messages: list[dict[str, str]]) -> str:
     return "```repl\nn = len(context)\n```" if len(messages) == 2 else "FINAL_VAR(n)"
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
-# passes alone and in the working tree's full suite, but timed out waiting for "stopping this
-# ask" in three fresh-clone CI runs on 2026-12-02 (the Ctrl-C lost): not yet understood, so
-# marked here and in the stop's note rather than hidden; it still runs every time
-@pytest.mark.xfail(strict=False, reason="Ctrl-C lost in fresh-clone CI runs; under study")
+# "ignored": started as a background job of a shell without job control (a script's `cmd &`,
+# nohup, a CI runner) the chat inherits SIGINT set to "ignore"; Ctrl-C must still stop an ask
+@pytest.mark.parametrize("inherited_sigint", ["default", "ignored"])
 def test_chat_two_questions_ctrl_c_save_and_history(
-    stub_openai: Callable[..., StubServer], tmp_path: Path
+    stub_openai: Callable[..., StubServer], tmp_path: Path, inherited_sigint: str
 ) -> None:
     server = stub_openai(root)
     ctx = tmp_path / "ctx.txt"
@@ -45,6 +53,7 @@ def test_chat_two_questions_ctrl_c_save_and_history(
         encoding="utf-8",
         timeout=30,
         dimensions=(40, 100),
+        preexec_fn=_ignore_sigint if inherited_sigint == "ignored" else _default_sigint,
     )
     try:
         child.expect("/quit")
