@@ -27,6 +27,8 @@ import queue
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from recursor._cancel import POLL_S, Cancel, current, scope
@@ -218,28 +220,32 @@ class WorkerSession:
         if self._launched is not None:
             self._source.between_cells(self._launched, idle=idle)
 
+    @contextmanager
+    def _working(self) -> Iterator[None]:
+        """One command (a cell, a bind, a get_var): the worker's frames count as the
+        command's, and the worker is continued for it and stopped after it (where allowed)."""
+        assert self._inbox is not None
+        # busy before the worker continues: a thread of the worker's that was stopped mid-send
+        # goes on at once, and its frames would otherwise be counted as a flood between cells
+        self._inbox.busy(True)
+        self._idle(False)
+        try:
+            yield
+        finally:
+            if self._inbox is not None:  # the worker may have been replaced meanwhile
+                self._inbox.busy(False)
+            self._idle(True)
+
     def run(self, code: str, *, deadline: float | None, output_limit: int) -> CellResult:
         if self._closed:
             raise SandboxError("this REPL session was closed")
         if self._proc is None:
             self._start()
-        self._idle(False)
-        try:
-            return self._run(code, deadline=deadline, output_limit=output_limit)
-        finally:
-            self._idle(True)
-
-    def _run(self, code: str, *, deadline: float | None, output_limit: int) -> CellResult:
-        # under the caller's scope: a child RLM stopped by its parent stops its cells too
-        cell = self._cell = Cancel(current())
-        self._tools_pending = {}
-        assert self._inbox is not None
-        self._inbox.busy(True)
-        try:
+        with self._working():
+            # under the caller's scope: a child RLM stopped by its parent stops its cells too
+            cell = self._cell = Cancel(current())
+            self._tools_pending = {}
             return self._run_cell(code, cell, deadline=deadline, output_limit=output_limit)
-        finally:
-            if self._inbox is not None:
-                self._inbox.busy(False)
 
     def _run_cell(
         self, code: str, cell: Cancel, *, deadline: float | None, output_limit: int
@@ -465,15 +471,8 @@ class WorkerSession:
     def get_var(self, name: str, *, deadline: float | None) -> str | None:
         if self._closed or self._proc is None:
             raise WorkerCrashed("the REPL is not running")
-        assert self._inbox is not None
-        self._idle(False)
-        self._inbox.busy(True)
-        try:
+        with self._working():
             return self._get_var(name, deadline)
-        finally:
-            if self._inbox is not None:
-                self._inbox.busy(False)
-            self._idle(True)
 
     def bind(self, name: str, value: Any, *, deadline: float | None) -> ContextMeta:
         if self._closed:
@@ -483,16 +482,9 @@ class WorkerSession:
         if self._proc is None:
             self._start()  # the worker was lost: a new one, with what was bound before
         self._bound[name] = value
-        assert self._inbox is not None
-        self._idle(False)
-        self._inbox.busy(True)
-        try:
+        with self._working():
             until = time.monotonic() + 30 if deadline is None else deadline
             return self._bind(name, value, until)
-        finally:
-            if self._inbox is not None:
-                self._inbox.busy(False)
-            self._idle(True)
 
     def _bind(self, name: str, value: Any, until: float) -> ContextMeta:
         self._send(wire.Bind(name, value))
