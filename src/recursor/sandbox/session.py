@@ -139,13 +139,19 @@ class WorkerSession:
         self._stderr = launched.stderr
         self._inbox = Inbox(launched.channel)
         self._outbox = Outbox(launched.channel)
+        # the handshake and the re-binds are commands: their frames are not idle chatter
         self._inbox.busy(True)
+        try:
+            self._handshake(launched)
+        finally:
+            self._inbox.busy(False)
+
+    def _handshake(self, launched: Launched) -> None:
         init = self._source.init_frame(self._spec, launched)
         if self._spec.background is not None:
             init = dataclasses.replace(init, background=True)
         self._send(init)
         got = self._next_frame(time.monotonic() + self._source.start_timeout_s)
-        self._inbox.busy(False)
         if not isinstance(got, wire.Ready):
             if isinstance(got, wire.Fatal):
                 detail = got.error
