@@ -323,6 +323,31 @@ def test_request_is_greedy_with_prompt_cache(fake_runtime: list[FakeServer], ggu
     assert request["stream"] is False
 
 
+def test_assistant_messages_in_a_row_are_joined_for_llama_cpp(
+    fake_runtime: list[FakeServer], gguf: Path
+) -> None:
+    # the OpenAI API takes them (rlms sends them for its last answer); llama.cpp refuses them
+    lm = local.create(str(gguf))
+    lm.complete(
+        [
+            {"role": "user", "content": "u"},
+            {"role": "assistant", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "v"},
+            {"role": "user", "content": "w"},
+            {"role": "assistant", "content": "c"},
+        ]
+    )
+    (request,) = fake_runtime[0].requests
+    assert request["messages"] == [
+        {"role": "user", "content": "u"},
+        {"role": "assistant", "content": "a\n\nb"},
+        {"role": "user", "content": "v"},
+        {"role": "user", "content": "w"},  # only assistant turns are joined
+        {"role": "assistant", "content": "c"},
+    ]
+
+
 def test_one_runtime_per_model_and_settings(fake_runtime: list[FakeServer], gguf: Path) -> None:
     a = local.create(str(gguf), temperature=0.0)
     b = local.create(str(gguf), temperature=0.7, max_tokens=5)  # per-request settings only
@@ -516,6 +541,17 @@ def test_real_model_is_deterministic_at_temperature_zero(qwen: local.LocalLM) ->
     first = asyncio.run(qwen.acomplete(chat))
     assert first.text.strip()
     assert qwen.complete(chat).text == first.text
+
+
+@pytest.mark.local_model
+def test_real_model_answers_after_two_assistant_messages(qwen: local.LocalLM) -> None:
+    chat = [
+        {"role": "user", "content": "What is 2 + 3?"},
+        {"role": "assistant", "content": "Let me think."},
+        {"role": "assistant", "content": "Please give the final answer as a number."},
+    ]
+    completion = qwen.complete(chat)  # llama.cpp alone refuses this chat
+    assert completion.text.strip()
 
 
 @pytest.mark.local_model

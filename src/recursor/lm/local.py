@@ -352,7 +352,7 @@ class LocalLM(SyncLM):
     def request(self, messages: list[Message]) -> dict[str, Any]:
         """The chat-completion request sent to llama.cpp for ``messages``."""
         return {
-            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+            "messages": _joined_assistant_turns(messages),
             "max_tokens": self.max_tokens,
             # temperature 0 makes llama.cpp sample greedily: the same chat, the same reply
             "temperature": self.temperature,
@@ -428,6 +428,23 @@ class LocalLM(SyncLM):
                 f"{message} (raise n_ctx, up to the model's trained window, to fit more)"
             )
         return BadResponseError(message)
+
+
+def _joined_assistant_turns(messages: list[Message]) -> list[dict[str, str]]:
+    """``messages`` as llama.cpp takes them: assistant messages in a row joined into one.
+
+    The OpenAI API accepts two assistant messages in a row, and the official ``rlms`` sends them
+    when it asks for a last answer; llama.cpp's chat templates refuse them ("Cannot have 2 or
+    more assistant messages at the end of the list"), which failed every such call a peer or a
+    ``recursor serve`` client made to the embedded model. A trailing assistant message is a
+    prefix llama.cpp continues, as before."""
+    out: list[dict[str, str]] = []
+    for m in messages:
+        if out and m["role"] == "assistant" and out[-1]["role"] == "assistant":
+            out[-1] = {"role": "assistant", "content": out[-1]["content"] + "\n\n" + m["content"]}
+        else:
+            out.append({"role": m["role"], "content": m["content"]})
+    return out
 
 
 def _model_file(model: str) -> Path:
