@@ -127,6 +127,7 @@ table: install
 	  --model local:qwen2.5-coder-1.5b --sub-model local:qwen2.5-coder-0.5b --n $(TABLE_N) \
 	  --lengths $(TABLE_LENGTHS) --window 2048 --timeout 240 --max-iterations 6 --concurrency 1 \
 	  --out $(TABLE_OUT) --traces $(TABLE_OUT)/traces
+	$(PY) benchmarks/side_by_side.py $(TABLE_OUT)
 
 # Batch throughput: process executor and Ray (1 and 2 local nodes) on the 500 ms stub.
 bench-batch: install
