@@ -10,6 +10,9 @@ reported as far as it got, each cell with its n) and writes there:
   otherwise), then per method what it cost: tokens, p50 seconds, stop reasons;
 - ``results.md``, ``results.json``, ``score_vs_length.png``, ``cost_vs_score.png``: the bench's
   own report, rebuilt from the records, so the plot exists even when the run was stopped.
+
+With ``--readme README.md`` the table also replaces what stands between the README's
+``<!-- side-by-side table -->`` and ``<!-- /side-by-side table -->`` lines.
 """
 
 from __future__ import annotations
@@ -101,9 +104,21 @@ def markdown(table: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+BEGIN, END = "<!-- side-by-side table -->", "<!-- /side-by-side table -->"
+
+
+def into_readme(readme: Path, text: str) -> None:
+    doc = readme.read_text()
+    start, end = doc.find(BEGIN), doc.find(END)
+    if start < 0 or end < start:
+        sys.exit(f"{readme} has no {BEGIN} ... {END} block")
+    readme.write_text(doc[: start + len(BEGIN)] + "\n" + text + doc[end:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
+    parser.add_argument("--readme", type=Path, help="a README whose table block to replace")
     args = parser.parse_args()
     records = read_records(args.root / RECORDS)
     if not records:
@@ -120,6 +135,8 @@ def main() -> None:
         else {"source": "make table (stopped before its report)"}
     )
     write_report(args.root, records, config)
+    if args.readme is not None:
+        into_readme(args.readme, text)
     print(text)
 
 
