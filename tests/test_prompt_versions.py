@@ -63,7 +63,10 @@ def test_the_compact_example_follows_the_kind(kind: str, marker: str) -> None:
     # a CPU model reads every token of it at every turn (2,100: the background and budget()
     # lines of issues 13 and 14 joined the helpers and the example)
     assert len(text) < 2_100
-    assert sum(m in text for m in ("PIN of user bob", "Dana Park", "spring fair", "reviews are bad")) == 1
+    assert (
+        sum(m in text for m in ("PIN of user bob", "Dana Park", "spring fair", "reviews are bad"))
+        == 1
+    )
 
 
 def test_without_llm_query_reading_and_counting_fall_back_to_the_lookup() -> None:
