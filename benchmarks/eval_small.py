@@ -38,6 +38,12 @@ def interval(scores: list[float]) -> tuple[float, float, float]:
     return mean, max(0.0, mean - half), min(1.0, mean + half)
 
 
+def scored(scores: list[float]) -> dict[str, Any]:
+    """n, mean and 95% interval of ``scores``, as the tables store them."""
+    mean, lo, hi = interval(scores)
+    return {"n": len(scores), "mean": round(mean, 3), "ci95": [round(lo, 3), round(hi, 3)]}
+
+
 def cell(records: list[dict[str, Any]], grade: str) -> dict[str, Any] | None:
     if not records:
         return None
@@ -45,11 +51,8 @@ def cell(records: list[dict[str, Any]], grade: str) -> dict[str, Any] | None:
         scores = [exact(r["answer"], r["gold"]) for r in records]
     else:
         scores = [float(r["score"]) for r in records]
-    mean, lo, hi = interval(scores)
     return {
-        "n": len(records),
-        "mean": round(mean, 3),
-        "ci95": [round(lo, 3), round(hi, 3)],
+        **scored(scores),
         "subcalls": round(sum(r["subcalls"] for r in records) / len(records), 1),
         "median_iterations": statistics.median(r["iterations"] or 0 for r in records),
         "median_answer_chars": statistics.median(len(r["answer"] or "") for r in records),
@@ -75,7 +78,7 @@ def build(root: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _fmt(c: dict[str, Any] | None) -> str:
+def fmt(c: dict[str, Any] | None) -> str:
     if c is None:
         return "not run"
     lo, hi = c["ci95"]
@@ -86,7 +89,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     head = ["family (scorer)"] + [f"{m[-2:]} {s}" for s in SPLITS for m in METHODS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        cells = [_fmt(row[f"{m}/{s}"]) for s in SPLITS for m in METHODS]
+        cells = [fmt(row[f"{m}/{s}"]) for s in SPLITS for m in METHODS]
         lines.append(f"| {row['family']} ({row['grade']}) | " + " | ".join(cells) + " |")
     lines += [
         "",

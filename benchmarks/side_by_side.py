@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_small import interval
+from eval_small import fmt, scored
 
 from recursor.bench.report import method_rank, write_report
 from recursor.bench.runner import RECORDS, read_records
@@ -37,8 +37,7 @@ Record = dict[str, Any]
 def cell(records: list[Record]) -> dict[str, Any] | None:
     if not records:
         return None
-    mean, lo, hi = interval([float(r["score"]) for r in records])
-    return {"n": len(records), "mean": round(mean, 3), "ci95": [round(lo, 3), round(hi, 3)]}
+    return scored([float(r["score"]) for r in records])
 
 
 def costs(records: list[Record]) -> dict[str, Any]:
@@ -73,13 +72,6 @@ def build(records: list[Record]) -> dict[str, Any]:
     return table
 
 
-def _fmt(c: dict[str, Any] | None) -> str:
-    if c is None:
-        return "not run"
-    lo, hi = c["ci95"]
-    return f"{c['mean']:.2f} [{lo:.2f}, {hi:.2f}] (n={c['n']})"
-
-
 def _k(length: int) -> str:
     return f"{length // 1000}K" if length % 1000 == 0 else str(length)
 
@@ -90,7 +82,7 @@ def markdown(table: dict[str, Any]) -> str:
         head = ["method"] + [f"{family} {_k(n)}" for n in fam["lengths"]]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m, cells in fam["rows"].items():
-            lines.append(f"| {m} | " + " | ".join(_fmt(c) for c in cells) + " |")
+            lines.append(f"| {m} | " + " | ".join(fmt(c) for c in cells) + " |")
         lines.append("")
     lines += [
         "| method | runs | tokens per run | sub-calls per run | p50 s | stop reasons |",
